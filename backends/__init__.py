@@ -1,0 +1,27 @@
+"""Upstream backends: one small class per wire dialect, plus simulators of each.
+
+    from backends import BACKEND_KINDS
+    cls = BACKEND_KINDS[cfg.kind]
+    backend = cls("local", cfg, session)   # session from cls.make_session(), owned by the app
+"""
+
+from backends.base import Backend, Chunk, Health
+from backends.cerebras import Cerebras, OpenAICompatible
+from backends.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendRejected,
+    BackendUnavailable,
+    ContextOverflow,
+)
+from backends.llamacpp import LlamaCpp
+
+BACKEND_KINDS: dict[str, type[Backend]] = {
+    cls.kind: cls for cls in (LlamaCpp, Cerebras, OpenAICompatible)
+}
+
+__all__ = [
+    "BACKEND_KINDS", "Backend", "BackendError", "BackendProtocolError", "BackendRejected",
+    "BackendUnavailable", "Cerebras", "Chunk", "ContextOverflow", "Health", "LlamaCpp",
+    "OpenAICompatible",
+]

@@ -1,0 +1,316 @@
+"""The Backend interface and the OpenAI-compatible wire plumbing every kind shares.
+
+A backend is a small class around one injected, pooled ``aiohttp.ClientSession`` (the app
+owns and closes it). Kinds override a few hooks for their wire quirks:
+
+- :meth:`Backend.upstream_body` shapes the request for the upstream;
+- :meth:`Backend.normalise_chunk` / :meth:`Backend.normalise_completion` bring responses to the
+  OpenAI/llama.cpp field names Cline reads;
+- :meth:`Backend.retry_after_hint` and :meth:`Backend.observe_headers` read rate-limit headers.
+
+Example::
+
+    backend = LlamaCpp("local", cfg.backends.local, session)
+    async with contextlib.aclosing(backend.stream(body)) as chunks:
+        async for chunk in chunks:
+            ...  # chunk.data is the parsed event, chunk.raw its bytes if unchanged
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from typing import Any, AsyncIterator, ClassVar, Iterator, Mapping, NamedTuple
+
+import aiohttp
+import attrs
+import orjson
+
+from backends.errors import (
+    BackendError,
+    BackendProtocolError,
+    BackendRejected,
+    BackendUnavailable,
+    ContextOverflow,
+)
+from backends.sse import SSEDecoder
+from config.schema import BackendConfig
+
+# Error `type`/`code` values upstreams use for "prompt too long" (llama.cpp, OpenAI, Cerebras).
+CONTEXT_OVERFLOW_MARKERS = frozenset({"exceed_context_size_error", "context_length_exceeded"})
+
+
+class Chunk(NamedTuple):
+    """One streamed ``chat.completion.chunk``.
+
+    ``raw`` holds the upstream's JSON bytes when the backend did not change the event, so the
+    relay can forward it without serialising again; ``None`` means "serialise ``data``".
+    (A NamedTuple, not attrs: one is built per streamed token.)
+    """
+
+    data: dict[str, Any]
+    raw: bytes | None = None
+
+
+@attrs.frozen
+class Health:
+    state: str  # "ok" | "loading" | "down" | "disabled"
+    detail: str = ""
+    checked_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+class Backend:
+    """An upstream that speaks OpenAI Chat Completions. Subclass per wire dialect."""
+
+    kind: ClassVar[str] = "openai"
+    keepalive_timeout_s: ClassVar[float] = 15.0
+
+    def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.session = session
+        self._url = cfg.base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s,
+            sock_read=cfg.read_timeout_s,
+        )
+        self._headers = {"Content-Type": "application/json", **cfg.headers}
+        if cfg.api_key:
+            self._headers["Authorization"] = f"Bearer {cfg.api_key}"
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<{type(self).__name__} {self.name} {self._url} model={self.cfg.model}>"
+
+    @classmethod
+    def make_session(cls) -> aiohttp.ClientSession:
+        """The pooled session for this kind; the app creates it and closes it on shutdown."""
+        # No connection cap: every client stream holds one upstream connection, and a
+        # silent cap (aiohttp's default is 100) would queue streams invisibly.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=cls.keepalive_timeout_s)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                     json_serialize=lambda o: orjson.dumps(o).decode())
+
+    # --- declared capabilities -------------------------------------------------------------
+    @property
+    def supports_prefill(self) -> bool:
+        return self.cfg.supports_prefill
+
+    @property
+    def supports_images(self) -> bool:
+        return self.cfg.supports_images
+
+    @property
+    def context_window(self) -> int:
+        return self.cfg.context_window
+
+    # --- hooks for wire dialects -----------------------------------------------------------
+    def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        """The request as this upstream should see it. ``body`` is never mutated."""
+        out = dict(body)
+        out["model"] = self.cfg.model
+        out["stream"] = stream
+        if stream:
+            # Usage is always requested: accounting needs it. The gateway strips it again
+            # for clients that did not ask.
+            out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        else:
+            out.pop("stream_options", None)
+        cap = self.cfg.max_output_tokens
+        if cap:
+            for key in ("max_tokens", "max_completion_tokens"):
+                if isinstance(out.get(key), int) and out[key] > cap:
+                    out[key] = cap
+        return out
+
+    def normalise_chunk(self, data: dict[str, Any]) -> bool:
+        """Rename fields in place to the OpenAI/llama.cpp names; True if anything changed."""
+        return False
+
+    def normalise_completion(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    def retry_after_hint(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds to wait after a 429 that carried no ``retry-after``, from other headers."""
+        return None
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """Called with every upstream response's headers (rate-limit tracking)."""
+
+    # --- operations ------------------------------------------------------------------------
+    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[Chunk]:
+        """Stream one completion as :class:`Chunk` events.
+
+        Ends normally at ``[DONE]``, or as soon as the stream has both a ``finish_reason``
+        and usage (Cerebras sends no ``[DONE]``); raises :class:`BackendProtocolError` if the
+        body ends before a ``finish_reason``. Closing the generator closes the upstream
+        connection, which is how a client disconnect stops generation upstream.
+        """
+        payload = self.upstream_body(body, stream=True)
+        with translate_errors(self):
+            resp = await self._post(payload)
+            try:
+                await self._check(resp)
+                async for chunk in self._events(resp):
+                    yield chunk
+            finally:
+                self._finish_stream(resp)
+
+    async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One non-streamed completion, normalised."""
+        payload = self.upstream_body(body, stream=False)
+        with translate_errors(self):
+            resp = await self._post(payload)
+            async with resp:
+                await self._check(resp)
+                data = orjson.loads(await resp.read())
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise BackendProtocolError(self.name, "completion body is not a chat.completion object")
+        return self.normalise_completion(data)
+
+    async def models(self) -> list[dict[str, Any]]:
+        with translate_errors(self):
+            async with self.session.get(f"{self._url}/models", headers=self._headers,
+                                        timeout=self._timeout) as resp:
+                await self._check(resp)
+                data = orjson.loads(await resp.read())
+        return list(data.get("data") or []) if isinstance(data, dict) else []
+
+    async def health(self) -> Health:
+        """Cheapest call that proves the upstream answers: its model list."""
+        try:
+            await self.models()
+        except BackendError as exc:
+            return Health("down", exc.message, time.monotonic())
+        return Health("ok", "", time.monotonic())
+
+    # --- plumbing --------------------------------------------------------------------------
+    async def _post(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+        return await self.session.post(
+            f"{self._url}/chat/completions", data=orjson.dumps(payload),
+            headers=self._headers, timeout=self._timeout,
+        )
+
+    def _finish_stream(self, resp: aiohttp.ClientResponse) -> None:
+        # close(), not release(): a response abandoned mid-body (client gone, stream
+        # finalised early) must drop the socket so the upstream sees the disconnect at once.
+        resp.close()
+
+    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+        self.observe_headers(resp.headers)
+        if resp.status < 400:
+            return
+        raw = await resp.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")[:500]
+        raise self.error_from(resp.status, body, resp.headers)
+
+    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+        decoder = SSEDecoder()
+        finished = usage = False
+        ended = False
+        while not ended:
+            piece = await resp.content.readany()
+            if not piece:
+                ended = True
+                piece = b"\n\n" if decoder.pending else b""  # flush a final unterminated event
+            for event in decoder.feed(piece):
+                if event.data == b"[DONE]":
+                    return
+                try:
+                    data = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise BackendProtocolError(
+                        self.name, f"malformed event: {event.data[:120]!r}") from None
+                if not isinstance(data, dict):
+                    raise BackendProtocolError(self.name, "event is not a JSON object")
+                if data.get("error") or event.event == b"error":
+                    status = data.get("status_code")
+                    raise self.error_from(status if isinstance(status, int) else None, data, {})
+                changed = self.normalise_chunk(data)
+                choices = data.get("choices")
+                if choices and choices[0].get("finish_reason"):
+                    finished = True
+                if data.get("usage"):
+                    usage = True
+                yield Chunk(data, None if changed else event.data)
+                if finished and usage:
+                    return  # complete: nothing useful can follow (Cerebras never sends [DONE])
+        if not finished:
+            raise BackendProtocolError(self.name, "stream ended before finish_reason or [DONE]")
+
+    def error_from(self, status: int | None, body: Any, headers: Mapping[str, str]) -> BackendError:
+        """Map an upstream error (HTTP status + body, or an in-stream error event) to the tree.
+
+        The one place statuses become error classes; bodies only supply the message.
+        """
+        err = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(err, dict):
+            # Cerebras sends {message, type, param, code} with no "error" wrapper.
+            err = body if isinstance(body, dict) else {"message": str(body or "")}
+        code = err.get("code")
+        if status is None:
+            status = code if isinstance(code, int) and 400 <= code < 600 else 502
+        message = str(err.get("message") or f"upstream answered HTTP {status}")
+        kind = err.get("type") if isinstance(err.get("type"), str) else None
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and status == 429:
+            retry_after = self.retry_after_hint(headers)
+        info = dict(status=status, retry_after=retry_after, type=kind, code=code,
+                    param=err.get("param") if isinstance(err.get("param"), str) else None)
+        if kind in CONTEXT_OVERFLOW_MARKERS or code in CONTEXT_OVERFLOW_MARKERS:
+            return ContextOverflow(self.name, message, **{**info, "status": 400})
+        if status in (401, 402, 403, 404):
+            # The gateway's own key, plan or model id is wrong upstream. That is not the
+            # client's fault, and another backend may well serve the request.
+            return BackendUnavailable(
+                self.name, f"{self.name} refused the gateway's request (HTTP {status}): {message}",
+                **{**info, "status": 502})
+        if status == 429 or status == 408 or status >= 500:
+            return BackendUnavailable(self.name, message, **info)
+        return BackendRejected(self.name, message, **info)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """``retry-after-ms``, then ``retry-after`` as delta seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+@contextlib.contextmanager
+def translate_errors(backend: Backend) -> Iterator[None]:
+    """Turn foreign exceptions into the backend error tree (by type, never by text)."""
+    name = backend.name
+    try:
+        yield
+    except BackendError:
+        raise
+    except asyncio.TimeoutError:  # also aiohttp's ServerTimeoutError / ConnectionTimeoutError
+        raise BackendUnavailable(name, f"{name} timed out", status=504) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise BackendProtocolError(name, f"{name} response body was cut: {exc}") from None
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        raise BackendUnavailable(name, f"{name} connection failed: {type(exc).__name__}",
+                                 status=502) from None
+    except orjson.JSONDecodeError:
+        raise BackendProtocolError(name, f"{name} sent a body that is not JSON") from None

@@ -1,0 +1,167 @@
+"""Cerebras Inference, and the generic OpenAI-compatible cloud.
+
+Cerebras validates strictly: any property it does not know is a 400 ``wrong_api_format``
+(``shared/protocols.md`` §1.2, §6.3), so requests are rebuilt from a whitelist. It streams
+reasoning as ``delta.reasoning`` where Cline reads ``reasoning_content``, puts usage on the
+finish chunk, often sends no ``[DONE]``, and reports rate limits in ``x-ratelimit-*`` headers
+whose reset values are float seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Mapping
+
+import attrs
+
+from backends.base import Backend
+
+# Request properties Cerebras accepts (cerebras-cloud-sdk 1.67 completion_create_params).
+CEREBRAS_KEYS = frozenset({
+    "model", "messages", "stream", "stream_options", "max_completion_tokens",
+    "min_completion_tokens", "temperature", "top_p", "stop", "seed", "n", "logprobs",
+    "top_logprobs", "logit_bias", "frequency_penalty", "presence_penalty", "tools", "tool_choice",
+    "parallel_tool_calls", "response_format", "prediction", "service_tier", "user",
+    "reasoning_effort", "reasoning_format", "clear_thinking",
+})
+MESSAGE_KEYS = {
+    "system": frozenset({"role", "content", "name"}),
+    "user": frozenset({"role", "content", "name"}),
+    "assistant": frozenset({"role", "content", "name", "reasoning", "tool_calls"}),
+    "tool": frozenset({"role", "content", "tool_call_id", "name"}),
+}
+# llama.cpp sampling/server extras that clients such as Cline or our own failover may send;
+# OpenAI-compatible clouds tend to reject them.
+LLAMACPP_EXTRAS = frozenset({
+    "top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau",
+    "mirostat_eta", "cache_prompt", "id_slot", "n_probs", "samplers", "timings_per_token",
+    "return_progress", "chat_template_kwargs", "grammar", "json_schema", "n_predict",
+    "dry_multiplier", "xtc_probability", "xtc_threshold", "ignore_eos", "reasoning_format",
+})
+
+
+def _rename_reasoning(container: dict[str, Any]) -> bool:
+    if "reasoning" in container:
+        container["reasoning_content"] = container.pop("reasoning")
+        return True
+    return False
+
+
+class OpenAICompatible(Backend):
+    """Any OpenAI-compatible cloud (Z.ai's GLM API, OpenRouter, vLLM...).
+
+    Drops llama.cpp-only extras and maps a ``reasoning`` field to ``reasoning_content``, the
+    name Cline and llama.cpp use; everything else passes through.
+    """
+
+    kind: ClassVar[str] = "openai"
+
+    def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        out = super().upstream_body(body, stream)
+        for key in LLAMACPP_EXTRAS.intersection(out):
+            del out[key]
+        return out
+
+    def normalise_chunk(self, data: dict[str, Any]) -> bool:
+        changed = False
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta")
+            if delta and _rename_reasoning(delta):
+                changed = True
+        return changed
+
+    def normalise_completion(self, data: dict[str, Any]) -> dict[str, Any]:
+        for choice in data.get("choices") or ():
+            message = choice.get("message")
+            if isinstance(message, dict):
+                _rename_reasoning(message)
+        return data
+
+
+@attrs.frozen
+class RateLimit:
+    limit: float | None
+    remaining: float | None
+    reset_s: float | None
+    seen_at: float
+
+
+class Cerebras(OpenAICompatible):
+    """Cerebras Inference (``https://api.cerebras.ai/v1``)."""
+
+    kind: ClassVar[str] = "cerebras"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Latest x-ratelimit-* reading per "<requests|tokens>-<minute|hour|day>" window;
+        # routing reads it to stop before the budget runs out (one writer: this backend).
+        self.rate_limits: dict[str, RateLimit] = {}
+
+    def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        out = {k: v for k, v in super().upstream_body(body, stream).items() if k in CEREBRAS_KEYS}
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(max_tokens, int):
+            cap = self.cfg.max_output_tokens or max_tokens
+            out["max_completion_tokens"] = min(max_tokens, cap)
+        elif self.cfg.max_output_tokens:
+            # Cerebras reserves rate-limit budget for prompt + max_completion_tokens up front;
+            # an explicit, realistic cap keeps that reservation honest.
+            out["max_completion_tokens"] = self.cfg.max_output_tokens
+        if body.get("disable_reasoning") is True and "reasoning_effort" not in out:
+            out["reasoning_effort"] = "none"  # disable_reasoning is retired since 2026-07-21
+        out["messages"] = [_cerebras_message(m) for m in body.get("messages") or ()]
+        return out
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        now = time.monotonic()
+        for window in _windows(headers):
+            self.rate_limits[window] = RateLimit(
+                _float(headers.get(f"x-ratelimit-limit-{window}")),
+                _float(headers.get(f"x-ratelimit-remaining-{window}")),
+                _float(headers.get(f"x-ratelimit-reset-{window}")),
+                now,
+            )
+
+    def retry_after_hint(self, headers: Mapping[str, str]) -> float | None:
+        """Cline only reads ``retry-after``; derive it from the rate-limit reset headers.
+
+        The exhausted window's reset if one shows ``remaining: 0``; otherwise the soonest
+        reset, since Cerebras's buckets refill continuously and the minute window recovers first.
+        """
+        resets = {w: _float(headers.get(f"x-ratelimit-reset-{w}")) for w in _windows(headers)}
+        exhausted = [r for w, r in resets.items()
+                     if r is not None and _float(headers.get(f"x-ratelimit-remaining-{w}")) == 0]
+        known = exhausted or [r for r in resets.values() if r is not None]
+        return min(known) if known else None
+
+
+def _windows(headers: Mapping[str, str]) -> list[str]:
+    prefix = "x-ratelimit-remaining-"
+    return [k[len(prefix):].lower() for k in headers if k.lower().startswith(prefix)]
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _cerebras_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    role = message.get("role")
+    out = dict(message)
+    if role == "assistant" and "reasoning_content" in out:
+        # Cerebras rejects reasoning_content on history and calls the field `reasoning`.
+        reasoning = out.pop("reasoning_content")
+        if reasoning:
+            out["reasoning"] = reasoning
+    allowed = MESSAGE_KEYS.get(role)
+    if allowed is not None:
+        out = {k: v for k, v in out.items() if k in allowed}
+    content = out.get("content")
+    if isinstance(content, list):
+        # GLM 4.7 on Cerebras is text-only; routing keeps image turns local, and anything
+        # that still gets here keeps its text rather than failing validation.
+        text = [p for p in content if not (isinstance(p, dict) and p.get("type") != "text")]
+        out["content"] = text or [{"type": "text", "text": "[image omitted]"}]
+    return out

@@ -1,0 +1,77 @@
+"""llama.cpp's ``llama-server``.
+
+Wire facts (``shared/protocols.md`` §2 and §8): OpenAI chunks with ``reasoning_content``,
+usage in a separate ``choices: []`` chunk with ``timings``, unknown request fields accepted,
+``/health`` answers 503 while the model loads, and after every *streamed* response the server
+closes the TCP connection although it advertised keep-alive.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from backends.base import Backend, Health, translate_errors
+from backends.errors import BackendError
+
+
+class LlamaCpp(Backend):
+    """A local llama-server. ``base_url`` ends in ``/v1``; health and props live at the root.
+
+    >>> LlamaCpp("local", cfg, session)._root
+    'http://127.0.0.1:8080'
+    """
+
+    kind: ClassVar[str] = "llamacpp"
+    # llama-server's keep-alive timeout is 5 s; idling our pooled sockets out sooner means
+    # the pool never hands us one the server is about to drop.
+    keepalive_timeout_s: ClassVar[float] = 4.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._root = self._url[:-3] if self._url.endswith("/v1") else self._url
+
+    async def _post(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+        try:
+            return await super()._post(payload)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise  # refused/unreachable: a fresh connection failed, nothing to retry
+            # A pooled connection the server had already closed (protocols.md §8): no byte of
+            # a response came back, generation is free, so one retry on a new socket is safe.
+            return await super()._post(payload)
+
+    async def health(self) -> Health:
+        try:
+            with translate_errors(self):
+                async with self.session.get(f"{self._root}/health", headers=self._headers,
+                                            timeout=self._timeout) as resp:
+                    body = await resp.read()
+        except BackendError as exc:
+            return Health("down", exc.message, time.monotonic())
+        if resp.status == 200:
+            return Health("ok", "", time.monotonic())
+        if resp.status == 503:
+            return Health("loading", _error_message(body) or "loading model", time.monotonic())
+        return Health("down", f"/health answered HTTP {resp.status}", time.monotonic())
+
+    async def props(self) -> dict[str, Any]:
+        """``/props``: n_ctx, slot count and chat template of the running server."""
+        with translate_errors(self):
+            async with self.session.get(f"{self._root}/props", headers=self._headers,
+                                        timeout=self._timeout) as resp:
+                await self._check(resp)
+                data = orjson.loads(await resp.read())
+        return data if isinstance(data, dict) else {}
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    err = data.get("error") if isinstance(data, dict) else None
+    return str(err.get("message", "")) if isinstance(err, dict) else ""

@@ -1,0 +1,453 @@
+"""A llama-server (llama.cpp) simulator: a real aiohttp server speaking its wire format.
+
+Reproduces what protocols.md §2, §6.1 and the measurements of §8 describe:
+
+* ``/health`` (503 "Loading model" while ``loading``; every route but ``/models`` too),
+  ``/v1/models``, ``/props``, ``/slots`` (``?fail_on_no_slot=1``), ``/metrics`` (501 when off).
+* Chat completions that accept unknown fields, refuse ``n>1``, answer an over-long prompt with a
+  pre-stream HTTP 400 ``exceed_context_size_error`` (``Connection: close``, even for streams).
+* Prefill: a trailing assistant message is continued. Streams ECHO the prefill text in the first
+  content delta (measured, §8); reasoning is off in prefill mode (reasoning_format forced none).
+  Prefill with a thinking template is refused unless ``chat_template_kwargs.enable_thinking`` is
+  false. Reasoning is also suppressed when a request sets enable_thinking false.
+* Streams: role chunk, reasoning_content, content, tool calls (header, then ~8-char argument
+  fragments), finish chunk; timings on the finish chunk, or with ``include_usage`` a ``choices: []``
+  usage chunk that carries them; ``[DONE]``. Headers go out with the first token, so a slow first
+  token or an error before it looks exactly like llama-server (an error then is a plain HTTP error).
+* After a streamed response the TCP connection is closed at once although the response said
+  Keep-Alive (§8: a pooled client then writes its next request into a dead socket).
+* ``n_slots`` concurrent generations; further requests queue (``requests_deferred``), never fail.
+* Prompt cache: the longest common message prefix with the previous request counts as cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import string
+import time
+from collections.abc import AsyncIterator
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import orjson
+from aiohttp import web
+
+from backends.sim.common import (
+    Exchange,
+    Plan,
+    Script,
+    SimServer,
+    SseStream,
+    arg_fragments,
+    error_response,
+    estimate_prompt_tokens,
+    make_plan,
+    message_text,
+    pause,
+    retry_after_text,
+)
+
+BUILD_INFO = "b6400-aa6192d3"
+_ERRORS = MappingProxyType({  # status -> (type, message) in llama-server's vocabulary (§2.7)
+    400: ("invalid_request_error", "Invalid request"),
+    401: ("authentication_error", "Invalid API Key"),
+    403: ("permission_error", "Forbidden"),
+    404: ("not_found_error", "File Not Found"),
+    429: ("unavailable_error", "Too many requests"),
+    500: ("server_error", "Internal server error"),
+    501: ("not_supported_error", "Not supported"),
+    503: ("unavailable_error", "Service unavailable"),
+})
+
+
+def error_body(status: int, message: str | None = None, type_: str | None = None,
+               **extra: Any) -> dict:
+    """llama-server's error envelope: {"error": {"code", "message", "type", ...}}."""
+    default_type, default_message = _ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", "Error"))
+    return {"error": {"code": status, "message": message or default_message,
+                      "type": type_ or default_type, **extra}}
+
+
+def llama_error(status: int, message: str | None = None, type_: str | None = None, *,
+                headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return error_response(status, error_body(status, message, type_, **extra), headers)
+
+
+@attrs.define
+class _Slot:
+    id: int
+    exchange: Exchange | None = None
+
+
+@attrs.define
+class _Counters:
+    prompt_tokens_total: int = 0
+    prompt_seconds_total: float = 0.0
+    tokens_predicted_total: int = 0
+    tokens_predicted_seconds_total: float = 0.0
+    n_decode_total: int = 0
+
+
+@attrs.frozen
+class _Turn:
+    """Everything one response needs, decided before generation starts."""
+
+    cid: str
+    created: int
+    plan: Plan
+    prefill: str | None
+    prompt_tokens: int
+    cached_tokens: int
+    include_usage: bool
+    started: float
+
+
+class LlamaCppSim(SimServer):
+    """Simulated llama-server.
+
+    >>> sim = LlamaCppSim(Script(content="Hi there"), tokens_per_s=None, n_ctx=4096)
+    >>> base = await sim.start()          # "http://127.0.0.1:PORT/v1"
+    >>> sim.push_faults(Fault.stall_after(2, seconds=1.0))
+    >>> ...; await sim.stop()
+    """
+
+    def __init__(self, script: Script = Script(), *, tokens_per_s: float | None = 200.0,
+                 host: str = "127.0.0.1", port: int = 0, n_ctx: int = 8192,
+                 model_alias: str = "local-model", thinking: bool = False,
+                 metrics: bool = True, loading: bool = False, n_slots: int = 4,
+                 close_after_stream: bool = True, reset_on_reuse: bool = False) -> None:
+        super().__init__(script, tokens_per_s=tokens_per_s, host=host, port=port)
+        self.n_ctx = n_ctx
+        self.model_alias = model_alias
+        self.thinking = thinking
+        self.metrics = metrics
+        self.loading = loading
+        self.close_after_stream = close_after_stream
+        # Deterministic variant of the quirk: keep the socket open after a stream, but reset
+        # the next request sent on it before any response byte, i.e. the worst case of the race.
+        self.reset_on_reuse = reset_on_reuse
+        self._poisoned: set[asyncio.BaseTransport] = set()
+        self._slots = [_Slot(i) for i in range(n_slots)]
+        self._slot_sem = asyncio.Semaphore(n_slots)
+        self._deferred = 0
+        self._counters = _Counters()
+        self._last_messages: list = []
+        self._created = int(time.time())
+
+    def make_app(self) -> web.Application:
+        @web.middleware
+        async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.transport in self._poisoned:
+                self._poisoned.discard(request.transport)
+                request.transport.abort()
+                raise asyncio.CancelledError  # nothing may be written on a reset socket
+            # While loading, llama-server's pre-routing middleware answers everything with 503,
+            # except the model list, which newer builds let through (meta: null).
+            if self.loading and request.path not in ("/models", "/v1/models"):
+                if request.path.endswith("/chat/completions"):
+                    # Logged (the fault queue is left alone: the request never got a slot).
+                    self._record(request, Exchange(fault=None, started=time.monotonic(),
+                                                   outcome="rejected"))
+                return llama_error(503, "Loading model", "unavailable_error")
+            try:
+                return await handler(request)
+            except web.HTTPNotFound:
+                return llama_error(404)
+
+        app = web.Application(middlewares=[gate])
+        for prefix in ("", "/v1"):
+            app.router.add_get(f"{prefix}/health", self._health)
+            app.router.add_get(f"{prefix}/models", self._models)
+            app.router.add_post(f"{prefix}/chat/completions", self._chat_entry)
+        app.router.add_get("/props", self._props)
+        app.router.add_get("/slots", self._slots_route)
+        app.router.add_get("/metrics", self._metrics_route)
+        return app
+
+    # -- informational routes -----------------------------------------------------------------
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        meta = None if self.loading else {
+            "vocab_type": 2, "n_vocab": 151552, "n_ctx_train": 131072, "n_embd": 4096,
+            "n_params": 9_400_000_000, "size": 5_700_000_000}
+        return web.json_response({"object": "list", "data": [{
+            "id": self.model_alias, "object": "model", "created": self._created,
+            "owned_by": "llamacpp", "meta": meta}]})
+
+    async def _props(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "default_generation_settings": {
+                "id": 0, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False,
+                "is_processing": False, "params": self._params()},
+            "total_slots": len(self._slots),
+            "model_path": f"/models/{self.model_alias}.gguf",
+            "chat_template": "{% for message in messages %}...{% endfor %}",
+            "modalities": {"vision": False},
+            "build_info": BUILD_INFO})
+
+    async def _slots_route(self, request: web.Request) -> web.Response:
+        if request.query.get("fail_on_no_slot") and all(s.exchange for s in self._slots):
+            return llama_error(503, "no slot available", "unavailable_error")
+        return web.json_response([{
+            "id": s.id, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False,
+            "is_processing": s.exchange is not None, "params": self._params(),
+            "next_token": {"has_next_token": s.exchange is not None, "has_new_line": False,
+                           "n_remain": -1,
+                           "n_decoded": s.exchange.tokens_sent if s.exchange else 0}}
+            for s in self._slots])
+
+    async def _metrics_route(self, request: web.Request) -> web.Response:
+        if not self.metrics:
+            return llama_error(501, "This server does not support metrics endpoint.",
+                               "not_supported_error")
+        c = self._counters
+        series = [
+            ("prompt_tokens_total", "counter", c.prompt_tokens_total),
+            ("prompt_seconds_total", "counter", c.prompt_seconds_total),
+            ("tokens_predicted_total", "counter", c.tokens_predicted_total),
+            ("tokens_predicted_seconds_total", "counter", c.tokens_predicted_seconds_total),
+            ("n_decode_total", "counter", c.n_decode_total),
+            ("prompt_tokens_seconds", "gauge", _rate(c.prompt_tokens_total,
+                                                     c.prompt_seconds_total)),
+            ("predicted_tokens_seconds", "gauge", _rate(c.tokens_predicted_total,
+                                                        c.tokens_predicted_seconds_total)),
+            ("requests_processing", "gauge", sum(1 for s in self._slots if s.exchange)),
+            ("requests_deferred", "gauge", self._deferred),
+        ]
+        lines = []
+        for name, kind, value in series:
+            lines += [f"# HELP llamacpp:{name} {name.replace('_', ' ')}.",
+                      f"# TYPE llamacpp:{name} {kind}", f"llamacpp:{name} {value}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    def _params(self) -> dict:
+        return {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95,
+                "min_p": 0.05, "stream": False, "reasoning_format": "deepseek"}
+
+    # -- chat completions ----------------------------------------------------------------------
+    async def _chat(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        if ex.fault_is("reset_before_headers"):
+            await request.read()
+            await self._abort(request, ex)
+        if ex.fault_is("http_error"):
+            ex.outcome = "fault"
+            retry = ex.fault.retry_after
+            return llama_error(ex.fault.status, headers=None if retry is None else {
+                "retry-after": retry_after_text(retry)})
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            ex.outcome = "rejected"
+            return llama_error(400, f"[json.exception.parse_error] {exc}")
+        ex.body = body
+        if (problem := self._problem(body)) is not None:
+            ex.outcome = "rejected"
+            return llama_error(400, problem, "invalid_request_error")
+        messages = body["messages"]
+        prompt_tokens = estimate_prompt_tokens(messages)
+        if ex.fault_is("context_overflow") or prompt_tokens > self.n_ctx:
+            ex.outcome = "fault" if ex.fault_is("context_overflow") else "rejected"
+            n_prompt = max(prompt_tokens, self.n_ctx + 1)
+            response = llama_error(
+                400, f"request ({n_prompt} tokens) exceeds the available context size "
+                     f"({self.n_ctx} tokens), try increasing it",
+                "exceed_context_size_error", n_prompt_tokens=n_prompt, n_ctx=self.n_ctx)
+            response.force_close()  # measured: llama-server sends Connection: close here
+            return response
+
+        prefill = message_text(messages[-1]) if messages[-1].get("role") == "assistant" else None
+        script = self.script
+        content = script.content
+        if prefill is not None and content.startswith(prefill):
+            content = content[len(prefill):]
+        thinking_off = _dict(body.get("chat_template_kwargs")).get("enable_thinking") is False
+        limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("n_predict")
+        cap = self.n_ctx - prompt_tokens
+        cap = min(cap, limit) if isinstance(limit, int) and limit >= 0 else cap
+        plan = make_plan(script, content=content, reasoning=prefill is None and not thinking_off,
+                         max_tokens=cap)
+        stream_options = _dict(body.get("stream_options"))
+        async with self._slot(ex):
+            turn = _Turn(
+                cid="chatcmpl-" + _random_id(32), created=int(time.time()), plan=plan,
+                prefill=prefill, prompt_tokens=prompt_tokens,
+                cached_tokens=self._cached(messages, prompt_tokens) if body.get(
+                    "cache_prompt", True) else 0,
+                include_usage=bool(stream_options.get("include_usage")),
+                started=time.monotonic())
+            self._last_messages = list(messages)
+            if body.get("stream"):
+                return await self._stream(request, ex, turn)
+            return await self._complete(request, ex, turn)
+
+    def _problem(self, body: Any) -> str | None:
+        """llama-server's own request checks (§2.3, §2.6); unknown fields are fine."""
+        if not isinstance(body, dict):
+            return "request body must be a JSON object"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) for m in messages):
+            return "'messages' is required and must be a non-empty array of objects"
+        if body.get("n") not in (None, 1):
+            return "Only one completion choice is allowed"
+        if messages[-1].get("role") == "assistant":
+            if len(messages) > 1 and messages[-2].get("role") == "assistant":
+                return "Cannot have 2 or more assistant messages at the end of the list."
+            kwargs = _dict(body.get("chat_template_kwargs"))
+            if self.thinking and kwargs.get("enable_thinking") is not False:
+                return "Assistant response prefill is incompatible with enable_thinking."
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, ex: Exchange) -> AsyncIterator[_Slot]:
+        # Busy slots defer the task, never reject it (§2.10).
+        self._deferred += 1
+        try:
+            await self._slot_sem.acquire()
+        finally:
+            self._deferred -= 1
+        slot = next(s for s in self._slots if s.exchange is None)
+        slot.exchange = ex
+        try:
+            yield slot
+        finally:
+            slot.exchange = None
+            self._slot_sem.release()
+
+    def _cached(self, messages: list, prompt_tokens: int) -> int:
+        shared = 0
+        for old, new in zip(self._last_messages, messages, strict=False):
+            if old != new:
+                break
+            shared += 1
+        chars = sum(len(message_text(m)) for m in messages[:shared])
+        # The last prompt token is always evaluated again, as in llama-server (cache_n = n - 1).
+        return max(0, min(chars // 4, prompt_tokens - 1))
+
+    def _chunk(self, turn: _Turn, delta: dict | None, finish: str | None = None,
+               **extra: Any) -> bytes:
+        choices = [] if delta is None else [
+            {"finish_reason": finish, "index": 0, "delta": delta}]
+        return b"data: " + orjson.dumps({
+            "choices": choices, "created": turn.created, "id": turn.cid,
+            "model": self.model_alias, "system_fingerprint": BUILD_INFO,
+            "object": "chat.completion.chunk", **extra}) + b"\n\n"
+
+    def _steps(self, turn: _Turn) -> list[tuple[int, bytes]]:
+        plan = turn.plan
+        steps = [(0, self._chunk(turn, {"content": turn.prefill}))] if turn.prefill else []
+        steps += [(1, self._chunk(turn, {"reasoning_content": t})) for t in plan.reasoning]
+        steps += [(1, self._chunk(turn, {"content": t})) for t in plan.content]
+        for i, call in enumerate(plan.tool_calls):
+            steps.append((0, self._chunk(turn, {"tool_calls": [{
+                "index": i, "id": "call_" + _random_id(32), "type": "function",
+                "function": {"name": call["name"], "arguments": ""}}]})))
+            steps += [(1, self._chunk(turn, {"tool_calls": [
+                {"index": i, "function": {"arguments": frag}}]}))
+                for frag in arg_fragments(call.get("arguments", ""))]
+        return steps
+
+    async def _stream(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.StreamResponse:
+        out = SseStream(request, {"Content-Type": "text/event-stream", "Server": "llama.cpp",
+                                  "Keep-Alive": "timeout=5, max=100"},
+                        self._chunk(turn, {"role": "assistant", "content": None}))
+        if ex.fault_is("slow_first_token"):
+            await pause(ex.fault.seconds)  # prompt processing: no headers yet
+        stop = await self._generate(request, ex, self._steps(turn), out)
+        if stop is not None:
+            ex.outcome = "fault"
+            if not out.started:
+                # The first result is an error: llama-server answers a plain HTTP error.
+                return llama_error(stop.status)
+            await out.write(b"data: " + orjson.dumps(error_body(stop.status)) + b"\n\n")
+        else:
+            usage, timings = self._usage(ex, turn)
+            if turn.include_usage:
+                await out.write(self._chunk(turn, {}, turn.plan.finish_reason))
+                await out.write(self._chunk(turn, None, usage=usage, timings=timings))
+            else:
+                await out.write(self._chunk(turn, {}, turn.plan.finish_reason, timings=timings))
+            if not ex.fault_is("no_done"):
+                await out.write(b"data: [DONE]\n\n")
+        response = await out.finish()
+        if self.reset_on_reuse and request.transport is not None:
+            self._poisoned.add(request.transport)
+            asyncio.get_running_loop().call_later(30, self._poisoned.discard, request.transport)
+        elif self.close_after_stream and request.transport is not None:
+            # Measured quirk (§8): the socket dies after a stream although Keep-Alive was sent.
+            # Closing on the next loop turn (all bytes are queued; close() flushes them) makes a
+            # pooled client that reuses the socket at once fail exactly as measured there:
+            # "ClientOSError: Can not write request body", before any response byte.
+            asyncio.get_running_loop().call_soon(request.transport.close)
+        return response
+
+    async def _complete(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.Response:
+        if ex.fault_is("slow_first_token"):
+            await pause(ex.fault.seconds)
+        stop = await self._generate(request, ex, [(1, b"")] * turn.plan.completion_tokens, None)
+        if stop is not None:
+            ex.outcome = "fault"
+            if stop.name == "malformed_after":
+                return web.Response(body=b'{"choices": [', content_type="application/json")
+            return llama_error(stop.status)
+        plan = turn.plan
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": (turn.prefill or "") + "".join(plan.content)}
+        if plan.reasoning:
+            message["reasoning_content"] = "".join(plan.reasoning)
+        if plan.tool_calls:
+            message["tool_calls"] = [
+                {"type": "function", "id": "call_" + _random_id(32),
+                 "function": {"name": c["name"], "arguments": c.get("arguments", "")}}
+                for c in plan.tool_calls]
+            message["content"] = message["content"] or None
+        usage, timings = self._usage(ex, turn)
+        return web.json_response({
+            "choices": [{"finish_reason": plan.finish_reason, "index": 0, "message": message}],
+            "created": turn.created, "model": self.model_alias,
+            "system_fingerprint": BUILD_INFO, "object": "chat.completion", "usage": usage,
+            "id": turn.cid, "timings": timings}, dumps=lambda o: orjson.dumps(o).decode())
+
+    def _usage(self, ex: Exchange, turn: _Turn) -> tuple[dict, dict]:
+        """Usage and timings; also feeds the /metrics counters (called once per success)."""
+        now = time.monotonic()
+        first = ex.first_token_at or now
+        prompt_ms = (first - turn.started) * 1000
+        predicted_ms = (now - first) * 1000
+        prompt_n = max(1, turn.prompt_tokens - turn.cached_tokens)
+        predicted_n = ex.tokens_sent
+        c = self._counters
+        c.prompt_tokens_total += prompt_n
+        c.prompt_seconds_total += prompt_ms / 1000
+        c.tokens_predicted_total += predicted_n
+        c.tokens_predicted_seconds_total += predicted_ms / 1000
+        c.n_decode_total += predicted_n
+        usage = {"completion_tokens": predicted_n, "prompt_tokens": turn.prompt_tokens,
+                 "total_tokens": predicted_n + turn.prompt_tokens,
+                 "prompt_tokens_details": {"cached_tokens": turn.cached_tokens}}
+        timings = {
+            "cache_n": turn.cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / prompt_n,
+            "prompt_per_second": _rate(prompt_n, prompt_ms / 1000),
+            "predicted_n": predicted_n, "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+            "predicted_per_second": _rate(predicted_n, predicted_ms / 1000)}
+        return usage, timings
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _rate(n: float, seconds: float) -> float:
+    return n / seconds if seconds > 0 else 0.0
+
+
+def _random_id(n: int) -> str:
+    return "".join(random.choices(string.ascii_letters + string.digits, k=n))

@@ -1,0 +1,39 @@
+"""Gateway configuration: the schema (:mod:`config.schema`) and its YAML loader (:mod:`config.loader`).
+
+This package stands alone: it imports nothing from ``gateway``, ``backends`` or ``routing``.
+"""
+
+from .loader import ConfigError, dump_yaml, load_config, parse_config, redacted, reference_rows
+from .schema import (
+    BACKEND_KINDS,
+    CLOUD_DEFAULT,
+    LOCAL_DEFAULT,
+    BackendConfig,
+    BackendsConfig,
+    GatewayConfig,
+    ListenConfig,
+    LoggingConfig,
+    ModelsConfig,
+    RoutingConfig,
+    ServerConfig,
+)
+
+__all__ = [
+    "BACKEND_KINDS",
+    "CLOUD_DEFAULT",
+    "LOCAL_DEFAULT",
+    "BackendConfig",
+    "BackendsConfig",
+    "ConfigError",
+    "GatewayConfig",
+    "ListenConfig",
+    "LoggingConfig",
+    "ModelsConfig",
+    "RoutingConfig",
+    "ServerConfig",
+    "dump_yaml",
+    "load_config",
+    "parse_config",
+    "redacted",
+    "reference_rows",
+]

@@ -1,0 +1,140 @@
+"""``glm-token-saver``: serve, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Awaitable, Callable, Sequence
+
+import attrs
+from aiohttp import web
+
+from config import ConfigError, GatewayConfig, dump_yaml, load_config
+from gateway.app import create_app
+from gateway.logs import setup_logging
+
+log = logging.getLogger("gateway")
+
+DEMO_LOCAL = (
+    "Hello from the simulated local llama.cpp server. Easy turns like this one are served "
+    "locally for free; pin glm-4.7-cloud to hear from the simulated Cerebras backend."
+)
+DEMO_CLOUD = "Hello from simulated Cerebras GLM 4.7: fast, and paid per token."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="glm-token-saver", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=os.environ.get("GLM_TOKEN_SAVER_CONFIG"),
+                       help="YAML config (default: $GLM_TOKEN_SAVER_CONFIG, else built-in defaults)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
+    check.add_argument("file")
+    demo = sub.add_parser("demo", help="run the gateway against built-in simulated backends")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "check-config":
+            cfg = load_config(args.file)
+            print(dump_yaml(cfg), end="")
+            print(f"# {args.file}: OK", file=sys.stderr)
+            return 0
+        if args.command == "serve":
+            cfg = _override_listen(load_config(args.config), args.host, args.port)
+            setup_logging(cfg)
+            asyncio.run(run_gateway(cfg))
+            return 0
+        asyncio.run(run_demo(args.host, args.port))
+        return 0
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the port is taken: say so, not a traceback
+        print(f"glm-token-saver: {exc}", file=sys.stderr)
+        return 1
+
+
+def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> GatewayConfig:
+    listen = attrs.evolve(cfg.listen, **{k: v for k, v in (("host", host), ("port", port)) if v})
+    return attrs.evolve(cfg, listen=listen)
+
+
+async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop taking requests and let streams finish."""
+    app = create_app(cfg)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=cfg.server.shutdown_grace_s)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port)
+        await site.start()
+        url = f"http://{cfg.listen.host}:{cfg.listen.port}"
+        log.info("glm-token-saver listening on %s (local=%s, cloud=%s)", url,
+                 _describe(cfg, "local"), _describe(cfg, "cloud"))
+        if ready is not None:
+            await ready(url)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests (grace %ss)", cfg.server.shutdown_grace_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+def _describe(cfg: GatewayConfig, role: str) -> str:
+    b = cfg.backend(role)
+    return f"{b.kind} {b.base_url} model {b.model}" if b.enabled else "disabled"
+
+
+async def run_demo(host: str, port: int) -> None:
+    """The gateway wired to a simulated llama-server and a simulated Cerebras: no model, no key."""
+    from backends.sim import CerebrasSim, LlamaCppSim, Script
+
+    local = LlamaCppSim(Script(content=DEMO_LOCAL), tokens_per_s=25)
+    cloud = CerebrasSim(Script(content=DEMO_CLOUD, reasoning="The user wants a greeting."),
+                        tokens_per_s=250)
+    local_url, cloud_url = await local.start(), await cloud.start()
+    try:
+        cfg = GatewayConfig()
+        cfg = attrs.evolve(
+            cfg,
+            listen=attrs.evolve(cfg.listen, host=host, port=port),
+            backends=attrs.evolve(
+                cfg.backends,
+                local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),
+                cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key="demo-key"),
+            ),
+        )
+        setup_logging(cfg)
+
+        async def banner(url: str) -> None:
+            print(f"""
+GLM Token Saver demo: gateway on {url}, simulated llama.cpp on {local_url},
+simulated Cerebras on {cloud_url}. Try:
+
+  curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+
+Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}. Ctrl-C stops.
+""", flush=True)
+
+        await run_gateway(cfg, ready=banner)
+    finally:
+        await local.stop()
+        await cloud.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

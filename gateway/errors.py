@@ -1,0 +1,103 @@
+"""Client-facing errors, and the one middleware that renders every error as OpenAI JSON.
+
+    APIError                   an error the client should see, with its HTTP status
+    ├── InvalidRequest         400 (or 413/415): the body is wrong
+    ├── ModelNotFound          404: an id the gateway does not serve
+    └── NoBackend              503: nothing can serve the request
+
+Backend errors (:mod:`backends.errors`) are rendered here too, with the upstream's status, so
+a Cerebras 429 reaches Cline as a 429 with ``retry-after``. Handlers never catch ``Exception``;
+anything unexpected becomes a 500 with no traceback in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from backends.errors import BackendError
+
+log = logging.getLogger("gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class APIError(Exception):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class InvalidRequest(APIError):
+    pass
+
+
+class ModelNotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class NoBackend(APIError):
+    status = 503
+    type = "service_unavailable"
+
+
+def error_body(message: str, type: str, param: str | None = None,
+               code: str | int | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def backend_error_body(exc: BackendError) -> dict[str, Any]:
+    """OpenAI-shaped body for an upstream failure; names the backend, never its key."""
+    body = error_body(f"{exc.backend} backend: {exc.message}", exc.type, exc.param,
+                      exc.code if exc.code is not None else exc.status)
+    body["error"]["backend"] = exc.backend
+    return body
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    # Cline's retry reads delta seconds; round up so it never comes back a moment too early.
+    return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
+                        content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return json_response(error_body(exc.message, exc.type, exc.param, exc.code),
+                             exc.status, exc.headers)
+    except BackendError as exc:
+        headers = retry_after_header(exc.retry_after)
+        headers["x-glm-backend"] = exc.backend
+        return json_response(backend_error_body(exc), exc.status, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own 404/405/413...: same JSON shape as everything else.
+        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        message = exc.reason if exc.status != 413 else exc.text or exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return json_response(error_body(message or "error", kind, None, exc.status), exc.status, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response(error_body("internal gateway error; see the gateway log", "server_error",
+                                        None, 500), 500)

@@ -1,0 +1,160 @@
+"""The SSE relay: upstream chunks to the client as they arrive, never buffered.
+
+Discipline (after aiohttp-sse, ``shared/design.md`` rule 4):
+
+- The HTTP status is held back until the upstream produced its first event, so a failure
+  before then reaches the client as a real status (a 429 with ``retry-after``, say). If the
+  first event is slow, the response is committed after ``keepalive_s`` and SSE comments keep
+  the connection alive while the upstream thinks.
+- Per chunk the relay does no JSON work unless it must change the chunk: unchanged events are
+  written as the upstream's own bytes.
+- A clean end writes ``data: [DONE]``. A failure after the first byte writes one
+  ``data: {"error": ...}`` event and ends *without* ``[DONE]``: a truncated answer must never
+  look complete to Cline.
+- ``CancelledError`` (the client left) is never swallowed; closing the chunk iterator closes
+  the upstream connection, so generation stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, AsyncIterator
+
+import attrs
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from backends import BackendError, Chunk
+from gateway.errors import backend_error_body
+
+DONE = b"data: [DONE]\n\n"
+
+
+class RelayResponse(EventSourceResponse):
+    """aiohttp-sse's response (headers, pings, TCP user timeout) with a raw-bytes send."""
+
+    async def send_data(self, payload: bytes) -> None:
+        # One write per event; JSON payloads never contain a raw newline, so no line
+        # splitting is needed (aiohttp-sse's send() would re-encode every event).
+        await self.write(b"data: " + payload + b"\n\n")
+
+
+@attrs.define
+class StreamOutcome:
+    """What happened to one relayed stream (for logs now, accounting later)."""
+
+    status: str = "pending"  # "ok" | "error" | "cancelled"
+    ttft_s: float | None = None
+    chunks: int = 0
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    error: BackendError | None = None
+
+
+class StreamRelay:
+    """Relay one upstream chunk stream to one client.
+
+    >>> relay = StreamRelay(request, headers={"x-glm-backend": "local"}, keepalive_s=10,
+    ...                     include_usage=False, model_used="local")
+    >>> outcome = await relay.run(backend.stream(body))
+    """
+
+    def __init__(self, request: web.Request, *, headers: dict[str, str], keepalive_s: float,
+                 include_usage: bool, model_used: str, clock: Any = time.monotonic) -> None:
+        self.request = request
+        self.headers = headers
+        self.keepalive_s = keepalive_s
+        self.include_usage = include_usage
+        self.model_used = model_used
+        self.clock = clock
+        self.response: RelayResponse | None = None
+        self.outcome = StreamOutcome()
+
+    async def run(self, chunks: AsyncIterator[Chunk]) -> StreamOutcome:
+        """Relay until the end. Raises the BackendError if it happens before any byte was sent."""
+        started = self.clock()
+        async with contextlib.aclosing(chunks) as upstream:
+            try:
+                first = await self._first(upstream)
+                if first is None:
+                    await self._finish()
+                    return self.outcome
+                self.outcome.ttft_s = self.clock() - started
+                await self._commit()
+                await self._relay(first)
+                async for chunk in upstream:
+                    await self._relay(chunk)
+                await self._finish()
+            except BackendError as exc:
+                self.outcome.status, self.outcome.error = "error", exc
+                if self.response is None:
+                    raise  # nothing sent yet: the client gets a real HTTP status
+                await self._send_error(exc)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.outcome.status = "cancelled"
+                raise
+            finally:
+                if self.response is not None:
+                    self.response.stop_streaming()  # end aiohttp-sse's ping task now
+        return self.outcome
+
+    async def _first(self, upstream: AsyncIterator[Chunk]) -> Chunk | None:
+        """The first chunk; commits the response with keep-alives if it is slow to come."""
+        task = asyncio.ensure_future(anext(upstream, None))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.keepalive_s)
+            if not done:
+                await self._commit()
+                assert self.response is not None
+                await self.response.write(b": waiting for the first token\n\n")
+            return await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BackendError):
+                    await task
+
+    async def _commit(self) -> None:
+        if self.response is not None:
+            return
+        self.response = RelayResponse(headers=self.headers, sep="\n", allow_all_methods=True,
+                                      ping_interval=self.keepalive_s)
+        await self.response.prepare(self.request)
+
+    async def _relay(self, chunk: Chunk) -> None:
+        data, payload = chunk.data, chunk.raw
+        choices = data.get("choices")
+        finish = choices[0].get("finish_reason") if choices else None
+        usage = data.get("usage")
+        self.outcome.chunks += 1
+        if finish or usage:
+            # The tail of the stream: record it, strip usage the client did not ask for (we
+            # always request it upstream), and name what served the answer.
+            if finish:
+                self.outcome.finish_reason = finish
+            if usage:
+                self.outcome.usage = usage
+                if not self.include_usage:
+                    if not choices:
+                        return
+                    data = {k: v for k, v in data.items() if k != "usage"}
+            data = {**data, "model_used": self.model_used}
+            payload = None
+        assert self.response is not None
+        await self.response.send_data(payload if payload is not None else orjson.dumps(data))
+
+    async def _finish(self) -> None:
+        await self._commit()
+        assert self.response is not None
+        await self.response.write(DONE)
+        await self.response.write_eof()
+        self.outcome.status = "ok"
+
+    async def _send_error(self, exc: BackendError) -> None:
+        assert self.response is not None
+        with contextlib.suppress(ConnectionResetError):
+            await self.response.send_data(orjson.dumps(backend_error_body(exc)))
+            await self.response.write_eof()

@@ -1,0 +1,190 @@
+"""Upstream failures: a real status before the first byte, an error event (and no [DONE]) after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import openai
+import pytest
+
+from backends.sim import Fault
+from tests.conftest import read_sse, user
+
+
+def body(model: str, stream: bool = True) -> dict:
+    return {"model": model, "stream": stream, "messages": user()}
+
+
+async def test_cerebras_429_with_retry_after_reaches_client_as_429(client, cloud_sim):
+    cloud_sim.push_faults(Fault.http_error(429, retry_after=7))
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(**body("glm-4.7-cloud"))
+    response = info.value.response
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.headers["x-glm-backend"] == "cloud"
+    assert "Requests per minute limit exceeded" in info.value.message
+
+
+async def test_cerebras_429_without_retry_after_gets_one_from_ratelimit_reset(http, gateway, cloud_sim):
+    cloud_sim.push_faults(Fault.http_error(429))
+    async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-cloud")) as resp:
+        assert resp.status == 429
+        # Cerebras sends no retry-after; its x-ratelimit-reset-* seconds become one.
+        assert int(resp.headers["Retry-After"]) >= 1
+        error = (await resp.json())["error"]
+    assert error["code"] == "request_quota_exceeded"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_upstream_5xx_before_first_byte_keeps_its_status(http, gateway, local_sim, status):
+    local_sim.push_faults(Fault.http_error(status))
+    async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == status
+        error = (await resp.json())["error"]
+    assert error["message"].startswith("local backend:")
+
+
+async def test_context_overflow_keeps_llama_wording_for_cline(http, gateway_factory, local_sim):
+    local_sim.push_faults(Fault.context_overflow())
+    server = await gateway_factory()
+    async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+    # Cline's context-window detection wants a 400 whose message mentions tokens.
+    assert "tokens" in error["message"]
+    assert error["type"] == "exceed_context_size_error"
+
+
+async def test_reset_before_headers_is_a_clean_502(http, gateway, cloud_sim):
+    cloud_sim.push_faults(Fault.reset_before_headers())
+    async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-cloud")) as resp:
+        assert resp.status == 502
+        assert (await resp.json())["error"]["type"] == "upstream_unavailable"
+
+
+async def test_unreachable_backend_is_a_clean_error(http, gateway_factory):
+    server = await gateway_factory(local={"base_url": "http://127.0.0.1:9/v1", "connect_timeout_s": 1.0})
+    async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == 502
+        error = (await resp.json())["error"]
+    assert "connection failed" in error["message"]
+
+
+async def test_wrong_cloud_key_is_not_blamed_on_the_client(http, gateway_factory):
+    server = await gateway_factory(cloud={"api_key": "wrong-key-wrong-key"})
+    async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-cloud")) as resp:
+        assert resp.status == 502  # a 401 would tell Cline its own key is wrong
+        text = await resp.text()
+    assert "refused the gateway's request (HTTP 401)" in text
+    assert "wrong-key-wrong-key" not in text
+
+
+@pytest.mark.parametrize("fault", [Fault.error_event_after(5), Fault.cut_after(5), Fault.malformed_after(5)],
+                         ids=lambda f: f.name)
+@pytest.mark.parametrize("model", ["glm-4.7-local", "glm-4.7-cloud"])
+async def test_failure_after_first_byte_ends_with_error_event_and_no_done(http, gateway, local_sim, cloud_sim,
+                                                                         fault, model):
+    (local_sim if model.endswith("local") else cloud_sim).push_faults(fault)
+    async with http.post(gateway.make_url("/v1/chat/completions"), json=body(model)) as resp:
+        assert resp.status == 200
+        events, _ = await read_sse(resp)
+    assert "[DONE]" not in events
+    assert any(e.get("choices") and e["choices"][0]["delta"].get("content") for e in events[:-1])
+    last = events[-1]
+    assert set(last) == {"error"}
+    assert last["error"]["message"]
+
+
+async def test_openai_client_raises_on_truncated_stream(client, local_sim):
+    local_sim.push_faults(Fault.cut_after(3))
+    stream = await client.chat.completions.create(**body("glm-4.7-local"))
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+
+
+async def test_slow_first_token_sends_keepalive_comments(http, gateway_factory, local_sim):
+    server = await gateway_factory(server={"keepalive_s": 0.1})
+    local_sim.push_faults(Fault.slow_first_token(0.5))
+    async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == 200
+        events, comments = await read_sse(resp)
+    assert len(comments) >= 2
+    assert events[-1] == "[DONE]"
+    content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e.get("choices"))
+    assert content == local_sim.script.content
+
+
+async def test_failure_after_keepalive_commit_is_an_error_event(http, gateway_factory, local_sim):
+    # Keep-alives commit the 200 while llama.cpp is silent; the read timeout that follows can
+    # then only be reported in-stream, and must not look like a complete answer.
+    server = await gateway_factory(server={"keepalive_s": 0.05}, local={"read_timeout_s": 0.4})
+    local_sim.push_faults(Fault.slow_first_token(5))
+    async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == 200
+        events, comments = await read_sse(resp)
+    assert comments
+    assert "[DONE]" not in events
+    assert events and set(events[-1]) == {"error"}
+    assert "timed out" in events[-1]["error"]["message"]
+
+
+async def test_client_disconnect_cancels_upstream_within_100ms(http, gateway, local_sim):
+    local_sim.tokens_per_s = 50  # slow enough that the answer is far from done
+    async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
+        assert resp.status == 200
+        await resp.content.readuntil(b"\n\n")
+        await resp.content.readuntil(b"\n\n")
+        left = time.monotonic()
+        resp.close()  # drop the connection mid-stream
+    (record,) = await local_sim.wait_for_requests(1)
+    assert record.outcome == "cancelled"
+    assert record.ended - left < 0.1, f"upstream ran {record.ended - left:.3f}s after the client left"
+    assert record.tokens_sent < len(local_sim.script.content.split())
+
+
+async def test_client_disconnect_while_first_token_pending(http, gateway, local_sim):
+    local_sim.push_faults(Fault.slow_first_token(30))
+    task = asyncio.ensure_future(http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-local")))
+    await asyncio.sleep(0.3)  # the request is now waiting on the silent upstream
+    assert not task.done()
+    left = time.monotonic()
+    task.cancel()
+    (record,) = await local_sim.wait_for_requests(1)
+    assert record.outcome == "cancelled"
+    assert record.ended - left < 0.1
+
+
+async def test_llama_closing_after_each_stream_does_not_fail_the_next_request(client, local_sim):
+    # llama-server closes the socket after a streamed answer despite keep-alive (protocols §8);
+    # back-to-back requests are where a pooled client trips over the dead socket.
+    for stream in (True, True, False, True, False, False, True):
+        result = await client.chat.completions.create(**body("glm-4.7-local", stream=stream))
+        if stream:
+            text = "".join([c.choices[0].delta.content or "" async for c in result if c.choices])
+        else:
+            text = result.choices[0].message.content
+        assert text == local_sim.script.content
+    assert [r.outcome for r in local_sim.requests] == ["completed"] * 7
+
+
+@pytest.mark.parametrize("mode", ["close", "reset_on_reuse"])
+async def test_dead_pooled_llama_socket_never_fails_a_request(http, aiohttp_server, cloud_sim, mode):
+    """The deterministic form of the race: the socket a stream used is dead on reuse."""
+    from backends.sim import LlamaCppSim
+    from gateway.app import create_app
+    from tests.conftest import LOCAL_SCRIPT, make_config
+
+    sim = LlamaCppSim(LOCAL_SCRIPT, tokens_per_s=None, reset_on_reuse=(mode == "reset_on_reuse"))
+    await sim.start()
+    try:
+        server = await aiohttp_server(create_app(make_config(sim.url, cloud_sim.url)))
+        for stream in (True, False, True, True, False):
+            async with http.post(server.make_url("/v1/chat/completions"),
+                                 json=body("glm-4.7-local", stream=stream)) as resp:
+                assert resp.status == 200, await resp.text()
+                await resp.read()
+    finally:
+        await sim.stop()
