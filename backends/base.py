@@ -55,6 +55,16 @@ class Chunk(NamedTuple):
 
 
 @attrs.frozen
+class RateLimit:
+    """One ``x-ratelimit-*`` window as last seen (``reset_s`` counts from ``seen_at``)."""
+
+    limit: float | None
+    remaining: float | None
+    reset_s: float | None
+    seen_at: float
+
+
+@attrs.frozen
 class Health:
     state: str  # "ok" | "loading" | "down" | "disabled"
     detail: str = ""
@@ -81,6 +91,9 @@ class Backend:
             sock_read=cfg.read_timeout_s,
         )
         self._headers = {"Content-Type": "application/json", **cfg.headers}
+        # Latest rate-limit reading per "<requests|tokens>-<minute|hour|day>" window, for
+        # routing to stop before a budget runs out. Kinds whose upstream reports none leave it empty.
+        self.rate_limits: dict[str, RateLimit] = {}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
 
@@ -153,7 +166,7 @@ class Backend:
         """
         payload = self.upstream_body(body, stream=True)
         with translate_errors(self):
-            resp = await self._post(payload)
+            resp = await self._send(payload)
             try:
                 await self._check(resp)
                 async for chunk in self._events(resp):
@@ -165,7 +178,7 @@ class Backend:
         """One non-streamed completion, normalised."""
         payload = self.upstream_body(body, stream=False)
         with translate_errors(self):
-            resp = await self._post(payload)
+            resp = await self._send(payload)
             async with resp:
                 await self._check(resp)
                 data = orjson.loads(await resp.read())
@@ -181,6 +194,10 @@ class Backend:
                 data = orjson.loads(await resp.read())
         return list(data.get("data") or []) if isinstance(data, dict) else []
 
+    async def context_limit(self) -> int | None:
+        """The context the running server really has, if it can tell (llama.cpp's /props)."""
+        return None
+
     async def health(self) -> Health:
         """Cheapest call that proves the upstream answers: its model list."""
         try:
@@ -190,6 +207,19 @@ class Backend:
         return Health("ok", "", time.monotonic())
 
     # --- plumbing --------------------------------------------------------------------------
+    async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST and wait for the response headers, at most ``headers_timeout_s``."""
+        deadline = asyncio.timeout(self.cfg.headers_timeout_s)
+        try:
+            async with deadline:
+                return await self._post(payload)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # aiohttp's own socket timeout: translate_errors reports it
+            raise BackendUnavailable(
+                self.name, f"{self.name} sent no response within {self.cfg.headers_timeout_s:g}s",
+                status=504) from None
+
     async def _post(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         return await self.session.post(
             f"{self._url}/chat/completions", data=orjson.dumps(payload),

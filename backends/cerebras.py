@@ -12,9 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
-import attrs
-
-from backends.base import Backend
+from backends.base import Backend, RateLimit
 
 # Request properties Cerebras accepts (cerebras-cloud-sdk 1.67 completion_create_params).
 CEREBRAS_KEYS = frozenset({
@@ -78,24 +76,10 @@ class OpenAICompatible(Backend):
         return data
 
 
-@attrs.frozen
-class RateLimit:
-    limit: float | None
-    remaining: float | None
-    reset_s: float | None
-    seen_at: float
-
-
 class Cerebras(OpenAICompatible):
     """Cerebras Inference (``https://api.cerebras.ai/v1``)."""
 
     kind: ClassVar[str] = "cerebras"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Latest x-ratelimit-* reading per "<requests|tokens>-<minute|hour|day>" window;
-        # routing reads it to stop before the budget runs out (one writer: this backend).
-        self.rate_limits: dict[str, RateLimit] = {}
 
     def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
         out = {k: v for k, v in super().upstream_body(body, stream).items() if k in CEREBRAS_KEYS}

@@ -58,6 +58,15 @@ class LlamaCpp(Backend):
             return Health("loading", _error_message(body) or "loading model", time.monotonic())
         return Health("down", f"/health answered HTTP {resp.status}", time.monotonic())
 
+    async def context_limit(self) -> int | None:
+        """Per-slot context of the running server (``-c`` divided among ``-np`` slots)."""
+        try:
+            props = await self.props()
+        except BackendError:
+            return None
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
+
     async def props(self) -> dict[str, Any]:
         """``/props``: n_ctx, slot count and chat template of the running server."""
         with translate_errors(self):

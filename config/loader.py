@@ -98,6 +98,8 @@ def redacted(cfg: Any) -> dict[str, Any]:
             out[fld.name] = "***" if value else ""
         elif isinstance(value, dict):
             out[fld.name] = {k: "***" if v and _SENSITIVE_HEADER.search(k) else v for k, v in value.items()}
+        elif isinstance(value, tuple):
+            out[fld.name] = list(value)
         else:
             out[fld.name] = value
     return out
@@ -170,6 +172,8 @@ class _Walker:
     def leaf(self, tp: type, raw: Any, path: str, fld: attrs.Attribute) -> Any:
         if tp is dict:
             value = self.string_map(raw, path)
+        elif tp is tuple:
+            value = self.string_list(raw, path)
         elif tp in _EXPECTED:
             value = self.scalar(tp, raw, path, secret=bool(fld.metadata.get("secret")))
         else:
@@ -224,6 +228,21 @@ class _Walker:
             if text is not None:
                 out[key] = text
         return out if len(out) == len(raw) else None
+
+    def string_list(self, raw: Any, path: str) -> tuple[str, ...] | None:
+        if not isinstance(raw, list):
+            self.problem(path, f"expected a list of strings, got {_describe(raw)}")
+            return None
+        out: list[str] = []
+        for i, item in enumerate(raw):
+            sub = f"{path}[{i}]"
+            if not isinstance(item, str):
+                self.problem(sub, f"expected a string, got {_describe(item)}")
+                continue
+            text = self.interpolate(item, sub)
+            if text is not None:
+                out.append(text)
+        return tuple(out) if len(out) == len(raw) else None
 
     def interpolate(self, text: str, path: str) -> str | None:
         """``text`` with ``${...}`` and ``$$`` expanded, or None after reporting a problem."""

@@ -81,6 +81,8 @@ class BackendConfig:
     api_key: str = field("", "Bearer key for the upstream; use ${ENV_VAR} interpolation.", secret=True)
     enabled: bool = field(True, "Set false to take this backend out of service.")
     connect_timeout_s: float = field(5.0, "TCP/TLS connect timeout.", positive)
+    headers_timeout_s: float = field(120.0, "Time from sending a request to the upstream's response headers.",
+                                     positive)
     read_timeout_s: float = field(600.0, "Longest silence on the socket before the request fails.", positive)
     context_window: int = field(131072, "Tokens of context the upstream model holds.", positive)
     max_output_tokens: int = field(0, "Cap on max_tokens sent upstream; 0 means no cap.", non_negative)
@@ -106,6 +108,7 @@ CLOUD_DEFAULT = BackendConfig(
     # Cerebras reserves rate-limit budget for prompt + max_completion_tokens up front and
     # caps GLM 4.7 output at 40k; 16k is what Cerebras staff recommend for coding tools.
     max_output_tokens=16000,
+    headers_timeout_s=30.0,
     read_timeout_s=120.0,
     # Probing lists models; every 30 s is plenty for a cloud and spares its request quota.
     health_interval_s=30.0,
@@ -131,10 +134,77 @@ class ModelsConfig:
     cloud: str = field("glm-4.7-cloud", "Id that pins the cloud backend.", non_empty)
 
 
+STRATEGIES = ("complexity", "local_first", "cloud_first", "local_only", "cloud_only")
+
+# Defaults tuned for coding-assistant traffic: words that mark design, debugging across a
+# system, or heavy rewrites push a task to the cloud; small mechanical edits stay local.
+COMPLEX_KEYWORDS = (
+    "refactor", "architecture", "architect", "design", "redesign", "debug", "root cause",
+    "race condition", "deadlock", "concurrency", "thread safety", "memory leak", "optimize",
+    "optimise", "performance", "security", "vulnerability", "migrate", "migration",
+    "implement", "algorithm", "distributed", "scalability", "across the codebase",
+    "end-to-end", "rewrite", "from scratch", "investigate", "why does", "trade-off", "tradeoffs",
+)
+SIMPLE_KEYWORDS = (
+    "typo", "rename", "format", "reformat", "comment", "docstring", "lint", "import",
+    "print", "log message", "readme", "changelog", "bump", "version", "whitespace",
+    "indentation", "hello", "what is", "list files", "explain this line",
+)
+
+
+def at_most(limit: float) -> Check:
+    def check(value: float) -> str | None:
+        if value <= 0:
+            return f"must be > 0 (got {value!r})"
+        return None if value <= limit else f"must be <= {limit} (got {value!r})"
+
+    return check
+
+
+def fraction(value: float) -> str | None:
+    return None if 0 <= value < 1 else f"must be a fraction in [0, 1) (got {value!r})"
+
+
+@attrs.frozen
+class ClassifierConfig:
+    """Scores a task; ``complex_threshold`` or more means complex (cloud under ``complexity``)."""
+
+    complex_keywords: tuple = field(COMPLEX_KEYWORDS, "Words/phrases (whole-word match) that mark a hard task.")
+    simple_keywords: tuple = field(SIMPLE_KEYWORDS, "Words/phrases (whole-word match) that mark an easy task.")
+    complex_keyword_weight: float = field(2.0, "Score added per distinct complex keyword found.", non_negative)
+    simple_keyword_weight: float = field(1.0, "Score removed per distinct simple keyword found.", non_negative)
+    long_task_tokens: int = field(400, "A task instruction this long (tokens) counts as complex evidence.",
+                                  positive)
+    long_task_weight: float = field(2.0, "Score added for a long task instruction.", non_negative)
+    code_blocks: int = field(2, "This many fenced code blocks in the task count as complex evidence.",
+                             positive)
+    code_blocks_weight: float = field(1.0, "Score added for many code blocks.", non_negative)
+    large_conversation_tokens: int = field(32000, "A conversation this large (tokens) counts as complex evidence.",
+                                           positive)
+    large_conversation_weight: float = field(1.0, "Score added for a large conversation.", non_negative)
+    complex_threshold: float = field(2.0, "Score at or above which a task is complex.")
+
+
 @attrs.frozen
 class RoutingConfig:
-    default_backend: str = field("local", "Backend for the routed id until routing rules apply.",
-                                 one_of(*ROLES))
+    strategy: str = field("complexity", "complexity, local_first, cloud_first, local_only or cloud_only.",
+                          one_of(*STRATEGIES))
+    classifier: ClassifierConfig = field(ClassifierConfig(), "The complexity classifier.")
+    sticky: bool = field(True, "Keep a conversation on the backend that served its last turn (warm KV cache).")
+    sticky_ttl_s: float = field(3600.0, "Forget a conversation's backend after this long idle.", positive)
+    output_reserve_tokens: int = field(4096, "Tokens kept free for the answer when checking context fit.",
+                                       non_negative)
+    max_attempts: int = field(3, "Upstream attempts per request before the first byte (all backends).",
+                              positive)
+    max_total_s: float = field(30.0, "Time budget for those attempts, backoff included.", positive)
+    backoff_base_s: float = field(0.25, "First retry backoff; doubles per retry, with full jitter.", positive)
+    backoff_max_s: float = field(4.0, "Longest single backoff.", positive)
+    breaker_failures: int = field(3, "Consecutive failures that open a backend's circuit.", positive)
+    breaker_open_s: float = field(10.0, "Time an open circuit waits before a half-open trial (<= 30).",
+                                  at_most(30.0))
+    cooldown_s: float = field(10.0, "Cooldown after a 429 that names no reset time.", positive)
+    ratelimit_reserve: float = field(0.02, "Fraction of each cloud rate-limit window kept in reserve.",
+                                     fraction)
 
 
 @attrs.frozen
@@ -177,9 +247,9 @@ class GatewayConfig:
         ids = [self.models.routed, self.models.local, self.models.cloud]
         if len(set(ids)) != len(ids):
             problems.append(("models", f"routed, local and cloud ids must differ (got {ids})"))
-        if not self.backend(self.routing.default_backend).enabled:
-            problems.append(("routing.default_backend",
-                             f"names backend {self.routing.default_backend!r}, which is disabled"))
+        only = {"local_only": "local", "cloud_only": "cloud"}.get(self.routing.strategy)
+        if only and not self.backend(only).enabled:
+            problems.append(("routing.strategy", f"is {self.routing.strategy}, but backend {only!r} is disabled"))
         if not (self.backends.local.enabled or self.backends.cloud.enabled):
             problems.append(("backends", "at least one backend must be enabled"))
         return problems

@@ -20,13 +20,16 @@ from config import GatewayConfig
 from gateway import handlers
 from gateway.errors import error_middleware
 from gateway.health import HealthMonitor
-from gateway.keys import BACKENDS, CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, STARTED
+from gateway.keys import CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, ROUTER, STARTED
+from routing import Router, TokenCounter
 
 
 def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSession] | None = None,
-               clock: Callable[[], float] = time.monotonic) -> web.Application:
+               clock: Callable[[], float] = time.monotonic,
+               token_counter: TokenCounter | None = None) -> web.Application:
     """Build the gateway app. ``sessions`` (role -> ClientSession) replaces the pooled sessions
-    the app would create; the caller then owns and closes them."""
+    the app would create; the caller then owns and closes them. ``token_counter`` defaults to
+    tiktoken's cl100k_base loaded offline, or the calibrated estimate."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware],
         # aiohttp answers 413 itself past this size; the error middleware gives it our shape.
@@ -37,7 +40,8 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     app[STARTED] = int(time.time())
     roles = [r for r in ("local", "cloud") if cfg.backend(r).enabled]
     app[MODEL_IDS] = {model: role for model, role in cfg.model_ids().items() if role is None or role in roles}
-    app.cleanup_ctx.append(_backends_ctx(roles, sessions))
+    counter = token_counter or TokenCounter.default()
+    app.cleanup_ctx.append(_backends_ctx(roles, sessions, counter))
 
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", handlers.chat_completions)
@@ -46,7 +50,8 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     return app
 
 
-def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession] | None):
+def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession] | None,
+                  counter: TokenCounter):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
         owned: list[aiohttp.ClientSession] = []
@@ -61,8 +66,8 @@ def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession
                 session = cls.make_session()
                 owned.append(session)
             backends[role] = cls(role, bcfg, session)
-        app[BACKENDS] = backends
-        app[HEALTH] = monitor = HealthMonitor(backends, clock=app[CLOCK])
+        app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
+        app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
         await monitor.start()
         try:
             yield

@@ -3,9 +3,11 @@
     APIError                   an error the client should see, with its HTTP status
     ├── InvalidRequest         400 (or 413/415): the body is wrong
     ├── ModelNotFound          404: an id the gateway does not serve
-    └── NoBackend              503: nothing can serve the request
+    └── NoBackend              503: the pinned backend is disabled
 
-Backend errors (:mod:`backends.errors`) are rendered here too, with the upstream's status, so
+Routing's :class:`routing.errors.NoBackendAvailable` becomes a 429 with ``retry-after`` when
+the wait is temporary, else a 503 naming why each backend was skipped. Backend errors
+(:mod:`backends.errors`) are rendered here too, with the upstream's status, so
 a Cerebras 429 reaches Cline as a 429 with ``retry-after``. Handlers never catch ``Exception``;
 anything unexpected becomes a 500 with no traceback in the body.
 """
@@ -20,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from backends.errors import BackendError
+from routing.errors import NoBackendAvailable
 
 log = logging.getLogger("gateway")
 
@@ -85,6 +88,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except APIError as exc:
         return json_response(error_body(exc.message, exc.type, exc.param, exc.code),
                              exc.status, exc.headers)
+    except NoBackendAvailable as exc:
+        # Temporary (cooldown, rate limit): a 429 with retry-after, which Cline retries by itself.
+        status, kind = (429, "rate_limit_exceeded") if exc.retry_after is not None else (503, "service_unavailable")
+        return json_response(error_body(str(exc), kind, None, "no_backend_available"), status,
+                             retry_after_header(exc.retry_after))
     except BackendError as exc:
         headers = retry_after_header(exc.retry_after)
         headers["x-glm-backend"] = exc.backend

@@ -12,11 +12,10 @@ import orjson
 from aiohttp import web
 
 from backends import BackendError
-from gateway.errors import ModelNotFound, NoBackend, json_response
-from gateway.keys import BACKENDS, CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, STARTED
+from gateway.errors import InvalidRequest, ModelNotFound, NoBackend, json_response
+from gateway.keys import CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, ROUTER, STARTED
 from gateway.sse import StreamRelay
 from gateway.validation import parse_chat_request
-from routing import static_route
 
 log = logging.getLogger("gateway.request")
 
@@ -29,27 +28,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = clock()
     rid = request[REQUEST_ID]
     chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"))
-    model_ids = app[MODEL_IDS]
-    model = chat.model or cfg.models.routed
-    if model not in model_ids:
-        raise ModelNotFound(f"model {model!r} is not served here; use one of: {', '.join(model_ids)}",
-                            param="model", code="model_not_found")
-    decision = static_route(model_ids[model], cfg.routing.default_backend)
-    backend = app[BACKENDS].get(decision.primary)
-    if backend is None:
-        raise NoBackend(f"backend {decision.primary!r} is disabled in the config", code="backend_disabled")
+    strategy = _strategy(request, chat.model or cfg.models.routed)
+    router = app[ROUTER]
+    route = router.route(chat.body, strategy)
     if cfg.logging.log_bodies:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
 
-    headers = {"x-glm-backend": backend.name, "x-glm-route-reason": decision.reason, "x-request-id": rid}
-    entry: dict[str, Any] = {"id": rid, "model": model, "backend": backend.name,
-                             "route_reason": decision.reason, "stream": chat.stream}
+    entry: dict[str, Any] = {"id": rid, "model": chat.model, "strategy": strategy,
+                             "class": route.classification.label, "stream": chat.stream}
+    headers = {"x-request-id": rid}
     try:
         if chat.stream:
-            relay = StreamRelay(request, headers=headers, keepalive_s=cfg.server.keepalive_s,
-                                include_usage=chat.include_usage, model_used=backend.name, clock=clock)
+            relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
+                                include_usage=chat.include_usage, clock=clock)
             try:
-                await relay.run(backend.stream(chat.body))
+                await relay.run(router.stream(route, chat.body))
             finally:
                 out = relay.outcome
                 entry.update(status=out.status, ttft_s=out.ttft_s, chunks=out.chunks,
@@ -57,16 +50,40 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                              error=str(out.error) if out.error else None)
             assert relay.response is not None
             return relay.response
-        data = await backend.complete(chat.body)
-        data["model_used"] = backend.name
+        data = await router.complete(route, chat.body)
+        data["model_used"] = route.backend
         entry.update(status="ok", usage=data.get("usage"))
+        headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
         return json_response(data, headers=headers)
     except BackendError as exc:
         entry.update(status="error", error=str(exc))
         raise
     finally:
-        entry["duration_s"] = round(clock() - started, 4)
+        entry.update(backend=route.backend, route_reason=route.reason, failures=route.failures or None,
+                     duration_s=round(clock() - started, 4))
         log.info("request %s", orjson.dumps(entry, default=str).decode())
+
+
+def _strategy(request: web.Request, model: str) -> str:
+    """The model id, or the ``x-glm-route`` header over it, picks the routing strategy."""
+    cfg = request.app[CONFIG]
+    model_ids = request.app[MODEL_IDS]
+    if model not in model_ids:
+        raise ModelNotFound(f"model {model!r} is not served here; use one of: {', '.join(model_ids)}",
+                            param="model", code="model_not_found")
+    role = model_ids[model]
+    header = request.headers.get("x-glm-route")
+    if header is not None:
+        choice = header.strip().lower()
+        if choice not in ("local", "cloud", "auto"):
+            raise InvalidRequest(f"x-glm-route must be local, cloud or auto (got {header!r})",
+                                 param="x-glm-route", code="invalid_value")
+        role = None if choice == "auto" else choice
+    if role is None:
+        return cfg.routing.strategy
+    if role not in request.app[ROUTER].backends:
+        raise NoBackend(f"backend {role!r} is disabled in the config", code="backend_disabled")
+    return f"{role}_only"
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -81,11 +98,21 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
+    router = app[ROUTER]
     backends = app[HEALTH].report()
+    now = app[CLOCK]()
+    for name, state in router.states.report(now).items():
+        backends[name].update(state)
+        backends[name]["rate_limits"] = {
+            window: {"limit": rl.limit, "remaining": rl.remaining,
+                     "reset_s": round(max(0.0, rl.seen_at + rl.reset_s - now), 1) if rl.reset_s is not None else None}
+            for window, rl in router.backends[name].rate_limits.items()
+        }
     up = [name for name, info in backends.items() if info["state"] == "ok"]
     # Liveness: the gateway answers 200 while it runs; "status" says whether anything can serve.
     return json_response({
         "status": "ok" if up else "degraded",
-        "default_backend": app[CONFIG].routing.default_backend,
+        "strategy": app[CONFIG].routing.strategy,
+        "token_counter": router.counter.method,
         "backends": backends,
     })

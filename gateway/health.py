@@ -1,6 +1,9 @@
-"""Background health probes: one loop per enabled backend, latest result kept in memory.
+"""Background health probes: one loop per enabled backend, results fed to routing's states.
 
-    monitor = HealthMonitor(backends)
+When a backend comes up, its real context window is asked for too (llama.cpp's ``/props``),
+so routing checks context fit against what the server holds, not only what config says.
+
+    monitor = HealthMonitor(backends, router.states)
     await monitor.start()          # from the app's cleanup_ctx
     monitor.snapshot()["local"]    # Health(state="ok", ...)
     await monitor.stop()
@@ -15,13 +18,16 @@ import time
 from typing import Callable, Mapping
 
 from backends import Backend, Health
+from routing.state import BackendStates
 
 log = logging.getLogger("gateway.health")
 
 
 class HealthMonitor:
-    def __init__(self, backends: Mapping[str, Backend], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, backends: Mapping[str, Backend], states: BackendStates,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backends = backends
+        self.states = states
         self.clock = clock
         self._latest: dict[str, Health] = {name: Health("unknown") for name in backends}
         self._tasks: list[asyncio.Task[None]] = []
@@ -30,12 +36,19 @@ class HealthMonitor:
         return dict(self._latest)
 
     async def probe(self, name: str) -> Health:
-        health = await self.backends[name].health()
+        backend = self.backends[name]
+        health = await backend.health()
         previous = self._latest.get(name)
         if previous is None or previous.state != health.state:
             log.info("backend %s is %s%s", name, health.state,
                      f" ({health.detail})" if health.detail else "")
+            if health.ok:
+                # A (re)started llama-server may have a different -c / -np than config says.
+                n_ctx = await backend.context_limit()
+                if n_ctx:
+                    self.states.context[name] = n_ctx
         self._latest[name] = health
+        self.states.observe_health(name, health.state, self.clock())
         return health
 
     async def start(self) -> None:

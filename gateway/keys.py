@@ -6,13 +6,13 @@ from typing import Callable
 
 from aiohttp import web
 
-from backends import Backend
 from config import GatewayConfig
 from gateway.health import HealthMonitor
+from routing import Router
 
 CONFIG = web.AppKey("config", GatewayConfig)
-BACKENDS = web.AppKey("backends", dict[str, Backend])
 HEALTH = web.AppKey("health", HealthMonitor)
+ROUTER = web.AppKey("router", Router)
 CLOCK = web.AppKey("clock", Callable[[], float])
 STARTED = web.AppKey("started", int)
 # model id -> pinned role, or None for the routed id; only ids of enabled backends.

@@ -57,18 +57,22 @@ class StreamOutcome:
 class StreamRelay:
     """Relay one upstream chunk stream to one client.
 
-    >>> relay = StreamRelay(request, headers={"x-glm-backend": "local"}, keepalive_s=10,
-    ...                     include_usage=False, model_used="local")
-    >>> outcome = await relay.run(backend.stream(body))
+    ``served`` names what serves the stream (its ``backend`` and ``reason`` attributes are read
+    when the response is committed, and ``backend`` again on the final chunks, because a
+    fallback before the first byte may change it).
+
+    >>> relay = StreamRelay(request, served=route, headers={"x-request-id": rid}, keepalive_s=10,
+    ...                     include_usage=False)
+    >>> outcome = await relay.run(router.stream(route, body))
     """
 
-    def __init__(self, request: web.Request, *, headers: dict[str, str], keepalive_s: float,
-                 include_usage: bool, model_used: str, clock: Any = time.monotonic) -> None:
+    def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
+                 include_usage: bool, clock: Any = time.monotonic) -> None:
         self.request = request
+        self.served = served
         self.headers = headers
         self.keepalive_s = keepalive_s
         self.include_usage = include_usage
-        self.model_used = model_used
         self.clock = clock
         self.response: RelayResponse | None = None
         self.outcome = StreamOutcome()
@@ -120,7 +124,9 @@ class StreamRelay:
     async def _commit(self) -> None:
         if self.response is not None:
             return
-        self.response = RelayResponse(headers=self.headers, sep="\n", allow_all_methods=True,
+        headers = {**self.headers, "x-glm-backend": self.served.backend,
+                   "x-glm-route-reason": self.served.reason}
+        self.response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True,
                                       ping_interval=self.keepalive_s)
         await self.response.prepare(self.request)
 
@@ -141,7 +147,7 @@ class StreamRelay:
                     if not choices:
                         return
                     data = {k: v for k, v in data.items() if k != "usage"}
-            data = {**data, "model_used": self.model_used}
+            data = {**data, "model_used": self.served.backend}
             payload = None
         assert self.response is not None
         await self.response.send_data(payload if payload is not None else orjson.dumps(data))

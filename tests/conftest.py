@@ -13,6 +13,7 @@ from aiohttp import ClientSession
 from backends.sim import CerebrasSim, LlamaCppSim, Script
 from config import GatewayConfig
 from gateway.app import create_app
+from routing import TokenCounter
 
 CLOUD_KEY = "csk-test-secret-key-0123456789"
 LOCAL_SCRIPT = Script(content="The local model says hello, step by step.",
@@ -53,13 +54,18 @@ async def cloud_sim() -> AsyncIterator[CerebrasSim]:
     await sim.stop()
 
 
+@pytest.fixture(scope="session")
+def token_counter() -> TokenCounter:
+    return TokenCounter.default()
+
+
 @pytest.fixture
-def gateway_factory(aiohttp_server, local_sim, cloud_sim):
+def gateway_factory(aiohttp_server, local_sim, cloud_sim, token_counter):
     """Start a gateway on loopback; keyword sections tweak its config."""
 
     async def start(**sections: dict[str, Any]):
         cfg = make_config(local_sim.url, cloud_sim.url, **sections)
-        return await aiohttp_server(create_app(cfg))
+        return await aiohttp_server(create_app(cfg, token_counter=token_counter))
 
     return start
 

@@ -45,9 +45,9 @@ async def test_both_chat_paths_serve(http, gateway, path):
 
 async def test_model_id_pins_the_backend(client, local_sim, cloud_sim):
     for model, backend in (("glm-4.7-cloud", "cloud"), ("glm-4.7-local", "local"), ("glm-4.7", "local")):
-        raw = await client.chat.completions.with_raw_response.create(model=model, messages=user())
+        raw = await client.chat.completions.with_raw_response.create(model=model, messages=user(f"hello {model}"))
         assert raw.headers["x-glm-backend"] == backend
-        assert raw.headers["x-glm-route-reason"] == ("default" if model == "glm-4.7" else "pinned")
+        assert raw.headers["x-glm-route-reason"] == ("simple" if model == "glm-4.7" else "pinned")
     assert len(cloud_sim.requests) == 1 and len(local_sim.requests) == 2
     # The upstream gets its own model id from config, not the client's.
     assert cloud_sim.requests[0].body["model"] == "zai-glm-4.7"

@@ -107,4 +107,4 @@ async def test_wrong_method_or_path_is_openai_shaped(http, gateway, method, path
 async def test_missing_model_means_the_routed_id(http, gateway):
     async with http.post(gateway.make_url("/v1/chat/completions"), json={"messages": user()}) as resp:
         assert resp.status == 200
-        assert resp.headers["x-glm-route-reason"] == "default"
+        assert resp.headers["x-glm-route-reason"] == "simple"

@@ -12,8 +12,10 @@ import yaml
 import config
 from config import (
     BackendConfig,
+    ClassifierConfig,
     ConfigError,
     GatewayConfig,
+    RoutingConfig,
     dump_yaml,
     load_config,
     parse_config,
@@ -51,7 +53,7 @@ def problems(text: str, env: dict[str, str] | None = None) -> dict[str, str]:
         ("backends.cloud.max_output_tokens", 16000),
         ("backends.cloud.api_key", ""),
         ("models.routed", "glm-4.7"),
-        ("routing.default_backend", "local"),
+        ("routing.strategy", "complexity"),
     ],
 )
 def test_defaults(path: str, expected: object) -> None:
@@ -284,11 +286,19 @@ def test_cross_checks_duplicate_model_ids() -> None:
     assert "must differ" in found["models"]
 
 
-def test_cross_checks_disabled_default_backend() -> None:
-    found = problems("backends: {local: {enabled: false}}")
-    assert found == {"routing.default_backend": "names backend 'local', which is disabled"}
-    cfg = parse("backends: {local: {enabled: false}}\nrouting: {default_backend: cloud}")
+def test_cross_checks_only_strategy_needs_its_backend() -> None:
+    found = problems("backends: {local: {enabled: false}}\nrouting: {strategy: local_only}")
+    assert found == {"routing.strategy": "is local_only, but backend 'local' is disabled"}
+    cfg = parse("backends: {local: {enabled: false}}\nrouting: {strategy: cloud_only}")
     assert cfg.backends.local.enabled is False
+
+
+def test_keyword_lists_load_and_reject_non_strings() -> None:
+    cfg = parse("routing: {classifier: {complex_keywords: [all, 'race condition']}}")
+    assert cfg.routing.classifier.complex_keywords == ("all", "race condition")
+    found = problems("routing: {classifier: {simple_keywords: [typo, 3], complex_keywords: nope}}")
+    assert found == {"routing.classifier.simple_keywords[1]": "expected a string, got integer 3",
+                     "routing.classifier.complex_keywords": "expected a list of strings, got string 'nope'"}
 
 
 def test_cross_checks_skipped_while_fields_are_wrong() -> None:
@@ -337,5 +347,6 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     assert rows["backends.local.supports_prefill"][0] == "true"
     assert rows["backends.cloud.headers"][0] == "{}"
     assert all(doc for _, doc in rows.values())
-    # listen 2, backends 2 x BackendConfig, models 3, routing 1, server 3, logging 5
-    assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + 1 + 3 + 5
+    # listen 2, backends 2 x BackendConfig, models 3, routing (+ classifier), server 3, logging 5
+    routing = len(attrs.fields(RoutingConfig)) - 1 + len(attrs.fields(ClassifierConfig))
+    assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 5

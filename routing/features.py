@@ -1,0 +1,128 @@
+"""Request features: what routing needs to know about a chat request. Pure, no I/O.
+
+The *task* is the user's latest real instruction, not whatever came last. Cline wraps the task
+in ``<task>…</task>``, sends tool results as user turns that start ``[read_file for 'x'] Result:``,
+puts the user's later words in ``<feedback>``/``<answer>`` inside some of those results, and
+appends ``<environment_details>`` to user turns. Classifying the 8k-token system prompt or a
+file's contents would route on noise.
+
+    features = extract_features(body, counter)
+    features.task_text, features.prompt_tokens, features.conversation_key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Mapping
+
+import attrs
+import orjson
+
+from routing.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, TokenCounter, message_text
+
+TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message)>\s*(.*?)\s*</\1>", re.S)
+TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for [^\]\n]*)?\] Result:")
+# Tool results that can carry the user's own words (Cline's follow-up answers and feedback).
+TOOLS_WITH_USER_WORDS = frozenset({"attempt_completion", "ask_followup_question", "plan_mode_respond"})
+ENVIRONMENT = re.compile(r"<environment_details>.*?(?:</environment_details>|\Z)", re.S)
+KEY_CHARS = 4096
+
+
+@attrs.frozen
+class Features:
+    task_text: str
+    task_tokens: int
+    prompt_tokens: int
+    code_blocks: int
+    has_tools: bool
+    has_images: bool
+    max_tokens: int | None
+    depth: int  # assistant turns so far
+    conversation_key: str
+
+    def needed_tokens(self, reserve: int) -> int:
+        """Context the request needs: the prompt plus room for the answer."""
+        return self.prompt_tokens + (self.max_tokens or reserve)
+
+
+def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features:
+    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
+    prompt_tokens = 0
+    has_images = False
+    depth = 0
+    for message in messages:
+        text, images = message_text(message)
+        prompt_tokens += counter.count_cached(text) + MESSAGE_OVERHEAD
+        if images:
+            has_images = True
+            prompt_tokens += images * IMAGE_TOKENS
+        if message.get("role") == "assistant":
+            depth += 1
+    tools = body.get("tools")
+    if tools:
+        # Tool schemas are sent on every turn and count against the context.
+        prompt_tokens += counter.count_cached(orjson.dumps(tools).decode())
+    task = task_text(messages)
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    return Features(
+        task_text=task,
+        task_tokens=counter.count(task),
+        prompt_tokens=prompt_tokens,
+        code_blocks=task.count("```") // 2,
+        has_tools=bool(tools),
+        has_images=has_images,
+        max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
+        depth=depth,
+        conversation_key=conversation_key(messages),
+    )
+
+
+def task_text(messages: list[dict[str, Any]]) -> str:
+    """The latest real user instruction, searched from the newest message back."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        parts = _text_parts(message.get("content"))
+        if not parts:
+            continue
+        tool = TOOL_RESULT.match(parts[0])
+        if tool and tool.group(1) not in TOOLS_WITH_USER_WORDS:
+            continue  # tool output: never scanned, it can be a whole file
+        text = "\n".join(parts)
+        tagged = TASK_TAGS.findall(text)
+        if tagged:
+            return tagged[-1][1]
+        if tool:
+            continue  # a completion/follow-up result with no words from the user
+        text = ENVIRONMENT.sub("", text).strip()
+        if text:
+            return text
+    return ""
+
+
+def conversation_key(messages: list[dict[str, Any]]) -> str:
+    """A stable id for a conversation: a hash of its first system and user messages.
+
+    Later turns append to the list, so the key survives the whole conversation.
+    """
+    if not messages:
+        return ""
+    digest = hashlib.blake2b(digest_size=12)
+    for message in messages[:4]:
+        role = message.get("role")
+        text, _ = message_text(message)
+        digest.update(f"{role}:{len(text)}:".encode())
+        digest.update(text[:KEY_CHARS].encode("utf-8", "surrogatepass"))
+        if role == "user":
+            break
+    return digest.hexdigest()
+
+
+def _text_parts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [p["text"] for p in content
+                if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)]
+    return []

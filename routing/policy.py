@@ -1,0 +1,124 @@
+"""The routing policy: ``decide()`` turns plain values into a frozen decision. No I/O, no clock.
+
+Order of rules:
+
+1. The strategy proposes an order of backends (``complexity`` asks the classifier; the pinned
+   model ids and ``x-glm-route: local|cloud`` mean ``local_only`` / ``cloud_only``).
+2. Sticky: a conversation stays on the backend that served its last turn, unless a rule below
+   moves it (llama.cpp keeps that conversation's KV cache warm).
+3. Hard rules remove backends: a prompt that does not fit a backend's context window; images,
+   when some candidate accepts them and this one does not; a backend that is down, loading,
+   open-circuit, cooling down, near its rate limit or over budget.
+
+    decision = decide(features, classification, views, cfg, strategy="complexity", sticky=None, now=t)
+    decision.primary, decision.fallback, decision.reason
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import attrs
+
+from config.schema import RoutingConfig
+from routing.classifier import COMPLEX, Classification
+from routing.features import Features
+from routing.state import BackendView
+
+# Bounded set: these become metric labels and the x-glm-route-reason header.
+REASONS = frozenset({
+    "pinned",       # a pinned model id or x-glm-route header chose the backend
+    "sticky",       # the conversation's previous turn was served here
+    "simple",       # the classifier said simple (complexity strategy)
+    "complex",      # the classifier said complex (complexity strategy)
+    "local_first",  # the strategy's preferred backend
+    "cloud_first",
+    "context",      # the preferred backend's context window is too small
+    "images",       # the preferred backend does not accept images
+    "unavailable",  # the preferred backend is down, open-circuit, cooling or rate-limited
+    "fallback",     # set at run time: the primary failed before the first byte
+})
+ONLY = {"local_only": "local", "cloud_only": "cloud"}
+
+
+@attrs.frozen
+class RouteDecision:
+    primary: str
+    fallback: str | None
+    reason: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (backend, why) for each backend ruled out
+
+    def __attrs_post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown route reason {self.reason!r}")
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.primary,) if self.fallback is None else (self.primary, self.fallback)
+
+
+@attrs.frozen
+class NoRoute:
+    """Nothing can serve; ``retry_at`` is set when that is temporary (cooldowns, rate limits)."""
+
+    skipped: tuple[tuple[str, str], ...]
+    retry_at: float | None
+
+    def explain(self) -> str:
+        return "; ".join(f"{name}: {why}" for name, why in self.skipped) or "no backend is enabled"
+
+
+def proposal(strategy: str, classification: Classification) -> list[tuple[str, str]]:
+    """The strategy's order of (backend, reason) before any rule applies."""
+    if strategy in ONLY:
+        return [(ONLY[strategy], "pinned")]
+    if strategy == "cloud_first":
+        return [("cloud", "cloud_first"), ("local", "cloud_first")]
+    if strategy == "local_first":
+        return [("local", "local_first"), ("cloud", "local_first")]
+    if classification.label == COMPLEX:
+        return [("cloud", "complex"), ("local", "complex")]
+    return [("local", "simple"), ("cloud", "simple")]
+
+
+def decide(features: Features, classification: Classification, views: Mapping[str, BackendView],
+           cfg: RoutingConfig, *, strategy: str, sticky: str | None, now: float) -> RouteDecision | NoRoute:
+    order = [(name, reason) for name, reason in proposal(strategy, classification) if name in views]
+    if sticky and strategy not in ONLY and any(name == sticky for name, _ in order):
+        order.sort(key=lambda item: item[0] != sticky)
+        order[0] = (sticky, "sticky")
+
+    needed = features.needed_tokens(cfg.output_reserve_tokens)
+    someone_takes_images = features.has_images and any(views[n].supports_images for n, _ in order)
+    skipped: list[tuple[str, str]] = []
+    rule_of: dict[str, str] = {}
+    for name, _ in order:
+        view = views[name]
+        if needed > view.context_window:
+            why, rule = f"needs {needed} tokens, context is {view.context_window}", "context"
+        elif someone_takes_images and not view.supports_images:
+            why, rule = "does not accept images", "images"
+        else:
+            why, rule = view.unavailable() or "", "unavailable"
+        if why:
+            skipped.append((name, why))
+            rule_of[name] = rule
+    candidates = [(name, reason) for name, reason in order if name not in rule_of]
+
+    if not candidates:
+        too_small = [name for name, _ in order if rule_of[name] == "context"]
+        if too_small and len(too_small) == len(order):
+            # Fits nowhere: send it to the biggest window and let that upstream refuse it; its
+            # context-length error is what makes Cline truncate the conversation.
+            biggest = max(too_small, key=lambda n: views[n].context_window)
+            return RouteDecision(biggest, None, "context", tuple(skipped))
+        # If any backend is only waiting (cooldown, rate limit, open circuit), say when: Cline
+        # retries a 429 with retry-after by itself.
+        waits = [w for w in (views[n].retry_at for n, _ in order) if w is not None]
+        return NoRoute(tuple(skipped), min(waits) if waits else None)
+
+    primary, reason = candidates[0]
+    if primary != order[0][0]:
+        reason = rule_of[order[0][0]]  # why the preferred backend was passed over
+    fallback = candidates[1][0] if len(candidates) > 1 else None
+    return RouteDecision(primary, fallback, reason, tuple(skipped))

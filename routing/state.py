@@ -1,0 +1,222 @@
+"""Backend state: circuit breakers, 429 cooldowns, rate-limit headroom, health, sticky turns.
+
+Small state machines fed by events (a request's outcome, a health probe, rate-limit headers).
+Time is always passed in (``now``), so tests drive them with a fake clock and no sleeps.
+:meth:`BackendStates.views` freezes everything routing needs into :class:`BackendView` values
+for the pure :func:`routing.policy.decide`.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Mapping
+
+import attrs
+
+from backends import BackendError, RateLimit
+from config.schema import BackendConfig, RoutingConfig
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# Never wait longer than this for a half-open trial: a recovered backend is used again within it.
+MAX_OPEN_S = 30.0
+
+
+class CircuitBreaker:
+    """Opens after ``failures`` consecutive failures; after ``open_s`` one trial request may go
+    (half-open); success closes it, failure re-opens it for twice as long (at most 30 s).
+
+    >>> b = CircuitBreaker(failures=3, open_s=10)
+    >>> for t in (0, 1, 2): b.record_failure(t)
+    >>> b.state(5), b.allows(5), b.state(12), b.allows(12)
+    ('open', False, 'half_open', True)
+    """
+
+    def __init__(self, failures: int, open_s: float) -> None:
+        self.threshold = failures
+        self.base_open_s = min(open_s, MAX_OPEN_S)
+        self.open_s = self.base_open_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.trial_at: float | None = None
+
+    def state(self, now: float) -> str:
+        if self.opened_at is None:
+            return CLOSED
+        return HALF_OPEN if now >= self.opened_at + self.open_s else OPEN
+
+    def allows(self, now: float) -> bool:
+        state = self.state(now)
+        if state == CLOSED:
+            return True
+        if state == OPEN:
+            return False
+        # Half-open: one trial at a time; a trial that never reported back expires.
+        return self.trial_at is None or now >= self.trial_at + self.base_open_s
+
+    def reopens_at(self, now: float) -> float | None:
+        return self.opened_at + self.open_s if self.state(now) == OPEN and self.opened_at is not None else None
+
+    def started(self, now: float) -> None:
+        if self.state(now) == HALF_OPEN:
+            self.trial_at = now
+
+    def record_success(self, now: float) -> None:
+        self.failures, self.opened_at, self.trial_at, self.open_s = 0, None, None, self.base_open_s
+
+    def record_failure(self, now: float) -> None:
+        self.failures += 1
+        state = self.state(now)
+        if state == HALF_OPEN:
+            self.open_s = min(self.open_s * 2, MAX_OPEN_S)
+            self.opened_at, self.trial_at = now, None
+        elif state == CLOSED and self.failures >= self.threshold:
+            self.opened_at, self.trial_at = now, None
+
+    def probe_ok(self, now: float) -> None:
+        """The active health probe saw the backend answer: let a trial through now."""
+        if self.state(now) == OPEN:
+            self.opened_at = now - self.open_s
+
+
+def ratelimited_until(limits: Mapping[str, RateLimit], needed_tokens: int, reserve: float,
+                      now: float) -> float | None:
+    """When a request of ``needed_tokens`` may go, if a rate-limit window is too spent now.
+
+    Remaining headroom is compared, as a count, with the request's need plus ``reserve`` (a
+    fraction of the window's limit), so the cloud is left before it starts answering 429.
+    """
+    blocked: float | None = None
+    for window, rl in limits.items():
+        if rl.remaining is None or rl.reset_s is None:
+            continue
+        resets_at = rl.seen_at + rl.reset_s
+        if now >= resets_at:
+            continue  # the window has refilled since we saw it
+        need = needed_tokens if window.startswith("tokens") else 1
+        keep = (rl.limit or 0) * reserve
+        if rl.remaining - need < keep:
+            blocked = resets_at if blocked is None else max(blocked, resets_at)
+    return blocked
+
+
+@attrs.frozen
+class BackendView:
+    """One backend as routing sees it at one instant."""
+
+    name: str
+    context_window: int
+    supports_images: bool
+    health: str = "unknown"
+    breaker: str = CLOSED
+    blocked_until: float | None = None  # cooldown or rate limit
+    blocked_why: str | None = None
+    over_budget: bool = False
+    retry_at: float | None = None  # when a temporary block (cooldown, limit, open circuit) ends
+
+    def unavailable(self) -> str | None:
+        if self.over_budget:
+            return "over budget"
+        if self.health in ("down", "loading"):
+            return self.health
+        if self.breaker == OPEN:
+            return "circuit open"
+        if self.blocked_until is not None:
+            return self.blocked_why
+        return None
+
+
+class StickyMap:
+    """Conversation key -> backend that served its last turn, with a TTL and a size bound."""
+
+    def __init__(self, ttl_s: float, max_size: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_size = max_size
+        self._map: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+
+    def get(self, key: str, now: float) -> str | None:
+        entry = self._map.get(key)
+        if entry is None or now - entry[1] > self.ttl_s:
+            return None
+        return entry[0]
+
+    def set(self, key: str, backend: str, now: float) -> None:
+        if not key:
+            return
+        self._map[key] = (backend, now)
+        self._map.move_to_end(key)
+        while len(self._map) > self.max_size:
+            self._map.popitem(last=False)
+
+
+class BackendStates:
+    """Everything the router remembers about each backend between requests."""
+
+    def __init__(self, backends: Mapping[str, BackendConfig], cfg: RoutingConfig) -> None:
+        self.cfg = cfg
+        self.configs = dict(backends)
+        self.breakers = {n: CircuitBreaker(cfg.breaker_failures, cfg.breaker_open_s) for n in backends}
+        self.cooling_until: dict[str, float] = {}
+        self.health: dict[str, str] = {n: "unknown" for n in backends}
+        self.context: dict[str, int] = {}  # learned from the server (llama.cpp /props)
+        self.over_budget: dict[str, bool] = {}
+        self.sticky = StickyMap(cfg.sticky_ttl_s)
+
+    def context_window(self, name: str) -> int:
+        configured = self.configs[name].context_window
+        learned = self.context.get(name)
+        return min(configured, learned) if learned else configured
+
+    def views(self, rate_limits: Mapping[str, Mapping[str, RateLimit]], needed_tokens: int,
+              now: float) -> dict[str, BackendView]:
+        out = {}
+        for name, bcfg in self.configs.items():
+            until, why = self.cooling_until.get(name), "cooling down after 429"
+            if until is not None and now >= until:
+                until = None
+            limited = ratelimited_until(rate_limits.get(name, {}), needed_tokens,
+                                        self.cfg.ratelimit_reserve, now)
+            if limited is not None and (until is None or limited > until):
+                until, why = limited, "rate limit nearly spent"
+            breaker = self.breakers[name]
+            ends = [t for t in (until, breaker.reopens_at(now)) if t is not None]
+            out[name] = BackendView(
+                name=name, context_window=self.context_window(name), supports_images=bcfg.supports_images,
+                health=self.health[name],
+                breaker=OPEN if not breaker.allows(now) else breaker.state(now),
+                blocked_until=until, blocked_why=why if until is not None else None,
+                over_budget=self.over_budget.get(name, False),
+                retry_at=max(ends) if ends else None,
+            )
+        return out
+
+    # --- events --------------------------------------------------------------------------------
+    def started(self, name: str, now: float) -> None:
+        self.breakers[name].started(now)
+
+    def succeeded(self, name: str, now: float) -> None:
+        self.breakers[name].record_success(now)
+
+    def failed(self, name: str, error: BackendError, now: float) -> None:
+        self.breakers[name].record_failure(now)
+        if error.status == 429:
+            # Fixed end time: traffic during the cooldown never extends it (the original tool's
+            # cooldown restarted on every request and never ended under steady traffic).
+            wait = error.retry_after if error.retry_after is not None else self.cfg.cooldown_s
+            self.cooling_until[name] = max(self.cooling_until.get(name, 0.0), now + wait)
+
+    def observe_health(self, name: str, state: str, now: float) -> None:
+        self.health[name] = state
+        if state == "ok":
+            self.breakers[name].probe_ok(now)
+
+    def report(self, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, breaker in self.breakers.items():
+            cooling = self.cooling_until.get(name)
+            out[name] = {
+                "breaker": breaker.state(now),
+                "consecutive_failures": breaker.failures,
+                "cooldown_s": round(cooling - now, 1) if cooling and cooling > now else 0,
+                "context_window": self.context_window(name),
+            }
+        return out
