@@ -134,6 +134,10 @@ class Backend:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         else:
             out.pop("stream_options", None)
+        if not self.cfg.supports_images:
+            # Routing sends image turns to a backend that takes images when there is one; when
+            # none does, the text still gets through instead of a validation error upstream.
+            out["messages"] = [without_images(m) for m in body.get("messages") or ()]
         cap = self.cfg.max_output_tokens
         if cap:
             for key in ("max_tokens", "max_completion_tokens"):
@@ -306,6 +310,14 @@ class Backend:
         if status == 429 or status == 408 or status >= 500:
             return BackendUnavailable(self.name, message, **info)
         return BackendRejected(self.name, message, **info)
+
+
+def without_images(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list) or all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return message
+    text = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    return {**message, "content": text or [{"type": "text", "text": "[image omitted]"}]}
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -93,7 +93,7 @@ class Cerebras(OpenAICompatible):
             out["max_completion_tokens"] = self.cfg.max_output_tokens
         if body.get("disable_reasoning") is True and "reasoning_effort" not in out:
             out["reasoning_effort"] = "none"  # disable_reasoning is retired since 2026-07-21
-        out["messages"] = [_cerebras_message(m) for m in body.get("messages") or ()]
+        out["messages"] = [_cerebras_message(m) for m in out.get("messages") or ()]
         return out
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
@@ -142,10 +142,4 @@ def _cerebras_message(message: Mapping[str, Any]) -> dict[str, Any]:
     allowed = MESSAGE_KEYS.get(role)
     if allowed is not None:
         out = {k: v for k, v in out.items() if k in allowed}
-    content = out.get("content")
-    if isinstance(content, list):
-        # GLM 4.7 on Cerebras is text-only; routing keeps image turns local, and anything
-        # that still gets here keeps its text rather than failing validation.
-        text = [p for p in content if not (isinstance(p, dict) and p.get("type") != "text")]
-        out["content"] = text or [{"type": "text", "text": "[image omitted]"}]
     return out

@@ -21,13 +21,19 @@ log = logging.getLogger("gateway")
 
 DEMO_LOCAL = (
     "Hello from the simulated local llama.cpp server. Easy turns like this one are served "
-    "locally for free; pin glm-4.7-cloud to hear from the simulated Cerebras backend."
+    "locally for free."
 )
-DEMO_CLOUD = "Hello from simulated Cerebras GLM 4.7: fast, and paid per token."
+DEMO_CLOUD = (
+    "Hello from simulated Cerebras GLM 4.7. Hard turns like this one (refactoring, debugging, "
+    "design) go to the fast, paid cloud."
+)
+DEMO_HARD = "Refactor the scheduler architecture and debug the race condition in the worker pool"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="glm-token-saver", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="glm-token-saver",
+        description="OpenAI-compatible gateway routing between local llama.cpp and a paid cloud.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", default=os.environ.get("GLM_TOKEN_SAVER_CONFIG"),
@@ -126,6 +132,12 @@ simulated Cerebras on {cloud_url}. Try:
 
   curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+
+An easy task is served locally; a hard one goes to the cloud (see the x-glm-backend and
+x-glm-route-reason response headers with curl -i):
+
+  curl -Ni {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "{DEMO_HARD}"}}]}}'
 
 Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}. Ctrl-C stops.
 """, flush=True)

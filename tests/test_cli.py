@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.cli import DEMO_LOCAL
+from gateway.cli import DEMO_CLOUD, DEMO_HARD, DEMO_LOCAL
 
 SECRET = "csk-live-do-not-print-me-0123456789"
 
@@ -120,9 +120,12 @@ async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path):
                 model="glm-4.7", stream=True, messages=[{"role": "user", "content": "Say hello"}])
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             assert text == DEMO_LOCAL
-            cloud = await client.chat.completions.create(
-                model="glm-4.7-cloud", messages=[{"role": "user", "content": "Say hello"}])
-            assert cloud.model_used == "cloud"
+            # The demo routes: a hard task goes to the (simulated) cloud.
+            hard = await client.chat.completions.with_raw_response.create(
+                model="glm-4.7", messages=[{"role": "user", "content": DEMO_HARD}])
+            assert hard.headers["x-glm-route-reason"] == "complex"
+            assert hard.parse().model_used == "cloud"
+            assert hard.parse().choices[0].message.content == DEMO_CLOUD
         proc.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
     finally:

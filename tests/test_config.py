@@ -350,3 +350,10 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     # listen 2, backends 2 x BackendConfig, models 3, routing (+ classifier), server 3, logging 5
     routing = len(attrs.fields(RoutingConfig)) - 1 + len(attrs.fields(ClassifierConfig))
     assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 5
+
+
+def test_readme_config_reference_is_up_to_date() -> None:
+    from config.reference import render
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert render(readme) == readme, "run: python -m config.reference README.md"

@@ -1,0 +1,101 @@
+"""Routing decision time for Cline-shaped conversations, first turn and follow-up turns.
+
+    python -m tests.bench.routing [--repeat 200]
+
+A decision is everything the gateway does between a parsed request body and the chosen backend:
+features (task text, token count, conversation key), classification and policy. "First turn"
+counts a conversation the gateway has never seen (every message tokenised); "follow-up" is the
+same conversation one Cline turn later (an assistant tool call and a ~4 kB tool result added),
+which is what every turn after the first costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import time
+
+import orjson
+
+from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
+from routing import Router, TokenCounter
+
+WORDS = ("def class return import self value config request stream token backend cache error "
+         "the a of to in is for with on that this it as be are from by or an not but if then").split()
+
+
+def prose(rng: random.Random, chars: int) -> str:
+    out, size = [], 0
+    while size < chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14)))
+        out.append(("    " if rng.random() < 0.5 else "") + line)
+        size += len(line) + 5
+    return "\n".join(out)
+
+
+def conversation(tokens: int, rng: random.Random, counter: TokenCounter) -> list[dict]:
+    env = "<environment_details>\n# VSCode Visible Files\nsrc/app.py\n# Current Time\n" \
+          f"{rng.random()}\n</environment_details>"
+    # Cline's system prompt is ~8k tokens; a 1k-token conversation can only hold a small one.
+    messages = [{"role": "system", "content": prose(rng, min(30_000, tokens * 2))},
+                {"role": "user", "content": [{"type": "text", "text": "<task>\nFix the typo in app.py\n</task>"},
+                                             {"type": "text", "text": env}]}]
+    while counter.count_messages(messages) < tokens:
+        follow_up(messages, rng)
+    return messages
+
+
+def follow_up(messages: list[dict], rng: random.Random) -> None:
+    path = f"src/mod_{rng.randrange(10**6)}.py"
+    messages.append({"role": "assistant", "content": f"<read_file>\n<path>{path}</path>\n</read_file>"})
+    messages.append({"role": "user", "content": [{"type": "text", "text": f"[read_file for '{path}'] Result:"},
+                                                 {"type": "text", "text": prose(rng, 4_000)}]})
+
+
+class _Backend:
+    def __init__(self, cfg):
+        self.cfg, self.rate_limits = cfg, {}
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    sizing = TokenCounter.default()
+    print(f"# routing decision time  ({platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}, counter {sizing.method}, {args.repeat} runs each)")
+    print(f"{'conversation':>14} {'messages':>9} {'first p50':>10} {'first p99':>10} "
+          f"{'follow-up p50':>14} {'follow-up p99':>14}")
+    for target in (1_000, 32_000, 128_000):
+        base = conversation(target, rng, sizing)
+        first, later = [], []
+        for _ in range(args.repeat):
+            router = Router({"local": _Backend(LOCAL_DEFAULT), "cloud": _Backend(CLOUD_DEFAULT)},
+                            RoutingConfig(), TokenCounter.default())
+            # Every body is freshly parsed JSON, as a request's would be: no string object (and
+            # no cached string hash) survives from one turn to the next.
+            body = orjson.loads(orjson.dumps({"model": "glm-4.7", "messages": base}))
+            t = time.perf_counter()
+            router.route(body, "complexity")
+            first.append(time.perf_counter() - t)
+            follow_up(body["messages"], rng)
+            body = orjson.loads(orjson.dumps(body))
+            t = time.perf_counter()
+            router.route(body, "complexity")
+            later.append(time.perf_counter() - t)
+        tokens = sizing.count_messages(base)
+        ms = [1000 * x for x in (statistics.median(first), percentile(first, 0.99),
+                                 statistics.median(later), percentile(later, 0.99))]
+        print(f"{tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms {ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
+
+
+if __name__ == "__main__":
+    main()
