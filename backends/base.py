@@ -262,12 +262,14 @@ class Backend:
                     data = orjson.loads(event.data)
                 except orjson.JSONDecodeError:
                     raise BackendProtocolError(
-                        self.name, f"malformed event: {event.data[:120]!r}") from None
+                        self.name, f"malformed event: {event.data[:120]!r}", failure="malformed") from None
                 if not isinstance(data, dict):
-                    raise BackendProtocolError(self.name, "event is not a JSON object")
+                    raise BackendProtocolError(self.name, "event is not a JSON object", failure="malformed")
                 if data.get("error") or event.event == b"error":
                     status = data.get("status_code")
-                    raise self.error_from(status if isinstance(status, int) else None, data, {})
+                    error = self.error_from(status if isinstance(status, int) else None, data, {})
+                    error.failure = "error_event"
+                    raise error
                 changed = self.normalise_chunk(data)
                 choices = data.get("choices")
                 if choices and choices[0].get("finish_reason"):
@@ -278,7 +280,7 @@ class Backend:
                 if finished and usage:
                     return  # complete: nothing useful can follow (Cerebras never sends [DONE])
         if not finished:
-            raise BackendProtocolError(self.name, "stream ended before finish_reason or [DONE]")
+            raise BackendProtocolError(self.name, "stream ended before finish_reason or [DONE]", failure="cut")
 
     def error_from(self, status: int | None, body: Any, headers: Mapping[str, str]) -> BackendError:
         """Map an upstream error (HTTP status + body, or an in-stream error event) to the tree.
@@ -350,7 +352,7 @@ def translate_errors(backend: Backend) -> Iterator[None]:
     except asyncio.TimeoutError:  # also aiohttp's ServerTimeoutError / ConnectionTimeoutError
         raise BackendUnavailable(name, f"{name} timed out", status=504) from None
     except aiohttp.ClientPayloadError as exc:
-        raise BackendProtocolError(name, f"{name} response body was cut: {exc}") from None
+        raise BackendProtocolError(name, f"{name} response body was cut: {exc}", failure="cut") from None
     except (aiohttp.ClientConnectionError, OSError) as exc:
         raise BackendUnavailable(name, f"{name} connection failed: {type(exc).__name__}",
                                  status=502) from None

@@ -8,6 +8,10 @@
 
 Foreign exceptions (aiohttp, timeouts, bad JSON) are translated in one place,
 :func:`backends.base.translate_errors`, by type and status, never by the upstream's wording.
+
+``failure`` says how a started stream failed, for failover accounting: ``cut`` (the body ended
+early), ``malformed`` (an event that is not JSON), ``error_event`` (the upstream sent an error
+inside the stream); routing's watchdog adds ``ttft`` and ``stall``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ class BackendError(Exception):
         type: str | None = None,
         code: str | int | None = None,
         param: str | None = None,
+        failure: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.failure = failure
         self.backend = backend
         self.message = message
         self.status = status or self.default_status

@@ -84,6 +84,10 @@ class BackendConfig:
     headers_timeout_s: float = field(120.0, "Time from sending a request to the upstream's response headers.",
                                      positive)
     read_timeout_s: float = field(600.0, "Longest silence on the socket before the request fails.", positive)
+    first_token_timeout_s: float = field(
+        30.0, "Request sent -> first content/reasoning/tool-call delta; else fail over.", positive)
+    stall_timeout_s: float = field(10.0, "Longest gap between deltas before the stream counts as stalled.",
+                                   positive)
     context_window: int = field(131072, "Tokens of context the upstream model holds.", positive)
     max_output_tokens: int = field(0, "Cap on max_tokens sent upstream; 0 means no cap.", non_negative)
     supports_prefill: bool = field(False, "Continues a trailing assistant message (true prefill).")
@@ -110,6 +114,7 @@ CLOUD_DEFAULT = BackendConfig(
     max_output_tokens=16000,
     headers_timeout_s=30.0,
     read_timeout_s=120.0,
+    stall_timeout_s=15.0,
     # Probing lists models; every 30 s is plenty for a cloud and spares its request quota.
     health_interval_s=30.0,
 )
@@ -205,6 +210,12 @@ class RoutingConfig:
     cooldown_s: float = field(10.0, "Cooldown after a 429 that names no reset time.", positive)
     ratelimit_reserve: float = field(0.02, "Fraction of each cloud rate-limit window kept in reserve.",
                                      fraction)
+    hedge_after_s: float = field(0.0, "Start the cloud in parallel if local has sent no delta by then; 0 = off.",
+                                 non_negative)
+    continue_prompt: str = field(
+        "Continue exactly where you stopped. Output only the continuation, without repeating anything "
+        "you already wrote.",
+        "User message that asks a fallback without prefill support to continue a partial answer.", non_empty)
 
 
 @attrs.frozen

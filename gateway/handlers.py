@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable
 
+import attrs
 import orjson
 from aiohttp import web
 
@@ -51,7 +52,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             assert relay.response is not None
             return relay.response
         data = await router.complete(route, chat.body)
-        data["model_used"] = route.backend
+        data["model_used"] = route.model_used
         entry.update(status="ok", usage=data.get("usage"))
         headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
         return json_response(data, headers=headers)
@@ -59,7 +60,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         entry.update(status="error", error=str(exc))
         raise
     finally:
-        entry.update(backend=route.backend, route_reason=route.reason, failures=route.failures or None,
+        entry.update(backend=route.model_used, route_reason=route.reason, failures=route.failures or None,
+                     failovers=[attrs.asdict(f) for f in route.failovers] or None,
+                     hedge=route.hedge.winner and attrs.asdict(route.hedge),
                      duration_s=round(clock() - started, 4))
         log.info("request %s", orjson.dumps(entry, default=str).decode())
 

@@ -57,9 +57,9 @@ class StreamOutcome:
 class StreamRelay:
     """Relay one upstream chunk stream to one client.
 
-    ``served`` names what serves the stream (its ``backend`` and ``reason`` attributes are read
-    when the response is committed, and ``backend`` again on the final chunks, because a
-    fallback before the first byte may change it).
+    ``served`` names what serves the stream: its ``backend`` and ``reason`` are read when the
+    response is committed (a fallback before then may change them), its ``model_used`` on the
+    final chunks (after a failover it names both backends).
 
     >>> relay = StreamRelay(request, served=route, headers={"x-request-id": rid}, keepalive_s=10,
     ...                     include_usage=False)
@@ -147,7 +147,7 @@ class StreamRelay:
                     if not choices:
                         return
                     data = {k: v for k, v in data.items() if k != "usage"}
-            data = {**data, "model_used": self.served.backend}
+            data = {**data, "model_used": self.served.model_used}
             payload = None
         assert self.response is not None
         await self.response.send_data(payload if payload is not None else orjson.dumps(data))

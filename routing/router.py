@@ -1,41 +1,57 @@
-"""The router: the one async piece of routing. It decides, then runs the request with fallback
-before the first byte, and feeds what happened back into the backend states.
+"""The router: the one async piece of routing. It decides, then runs the request under a
+watchdog, falls back or fails over when a backend fails, and feeds what happened back into the
+backend states.
 
     router = Router(backends, cfg.routing, counter)
     route = router.route(body, strategy="complexity")      # pure decision, or NoBackendAvailable
-    async for chunk in router.stream(route, body): ...     # falls back until a first chunk arrives
+    async for chunk in router.stream(route, body): ...     # one coherent stream, whatever fails
 
-Failure handling before the first byte (within ``max_attempts`` and ``max_total_s``):
+Before anything reached the client (within ``max_attempts`` and ``max_total_s``): refused,
+reset, timeout, 5xx, 429, a silent or malformed start switch to the other backend at once if it
+has not been tried and can serve; otherwise the same one is retried after a backoff with full
+jitter, never sooner than its ``Retry-After`` / rate-limit reset. A context overflow moves to
+the other backend and is never retried on the same one. Any other rejection (a 4xx about the
+request itself) goes straight to the client.
 
-- refused, reset, timeout, 5xx, 429, malformed start: the other backend at once if it has not
-  been tried and can serve; otherwise the same one again after a backoff with full jitter, never
-  sooner than its ``Retry-After`` / rate-limit reset;
-- a context overflow from one backend: the other backend, never the same one again;
-- any other rejection (a 4xx about the request itself): straight to the client.
+After something reached the client: a stall, cut, malformed event or in-stream error fails
+over to the other backend once, which restarts or continues the answer (:mod:`routing.splice`).
+If that fails too, the client gets an error event naming the original failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import attrs
 
-from backends import Backend, BackendError, BackendRejected, Chunk, ContextOverflow
+from backends import Backend, BackendError, BackendRejected, BackendUnavailable, Chunk, ContextOverflow
 from config.schema import RoutingConfig
+from routing.assemble import assemble
 from routing.classifier import Classification, Classifier
 from routing.errors import NoBackendAvailable
 from routing.features import Features, extract_features
 from routing.policy import NoRoute, RouteDecision, decide
+from routing.splice import BEFORE_FIRST_TOKEN, Splice
 from routing.state import BackendStates
 from routing.tokens import TokenCounter
+from routing.watch import Hedge, race, watched
 
 log = logging.getLogger("routing")
-T = TypeVar("T")
+
+
+@attrs.define
+class Failover:
+    reason: str  # ttft | stall | cut | malformed | error_event
+    phase: str  # before_first_token | mid_reasoning | mid_content | mid_tool_call
+    source: str
+    target: str | None
+    method: str | None = None  # restart | prefill | instruction
 
 
 @attrs.define
@@ -46,9 +62,17 @@ class Route:
     classification: Classification
     decision: RouteDecision
     strategy: str
-    backend: str  # the backend being tried, then the one that served
+    backend: str  # the backend being tried, then the one that finished the answer
     reason: str
-    failures: list[tuple[str, str]] = attrs.Factory(list)  # (backend, error) before the first byte
+    failures: list[tuple[str, str]] = attrs.Factory(list)  # (backend, error) before any byte
+    failovers: list[Failover] = attrs.Factory(list)  # switches after bytes reached the client
+    served_by: list[str] = attrs.Factory(list)  # backends whose tokens the client received
+    hedge: Hedge = attrs.Factory(Hedge)
+    usage: dict[str, dict[str, Any]] = attrs.Factory(dict)  # per backend, as reported or estimated
+
+    @property
+    def model_used(self) -> str:
+        return "+".join(self.served_by) if self.served_by else self.backend
 
 
 class Router:
@@ -83,72 +107,78 @@ class Router:
 
     # --- running -------------------------------------------------------------------------------
     async def stream(self, route: Route, body: Mapping[str, Any]) -> AsyncIterator[Chunk]:
-        """The served backend's chunks; backends are switched only before the first one."""
-
-        async def first_chunk(backend: Backend) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
-            chunks = backend.stream(body)
-            try:
-                return await anext(chunks, None), chunks
-            except BaseException:
-                await chunks.aclose()
-                raise
-
-        first, chunks = await self._attempts(route, first_chunk)
-        async with contextlib.aclosing(chunks):
-            try:
-                if first is not None:
-                    yield first
-                async for chunk in chunks:
-                    yield chunk
-            except BackendError as exc:
-                self.states.failed(route.backend, exc, self.clock())
-                raise
-        self._served(route)
-
-    async def complete(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any]:
-        async def call(backend: Backend) -> dict[str, Any]:
-            return await backend.complete(body)
-
-        result = await self._attempts(route, call)
-        self._served(route)
-        return result
-
-    def _served(self, route: Route) -> None:
-        now = self.clock()
-        self.states.succeeded(route.backend, now)
-        if self.cfg.sticky:
-            self.states.sticky.set(route.features.conversation_key, route.backend, now)
-
-    async def _attempts(self, route: Route, call: Callable[[Backend], Awaitable[T]]) -> T:
+        splice = Splice()
         started = self.clock()
         order = list(route.decision.candidates)
         tried: set[str] = set()
-        overflowed: set[str] = set()
-        name = order[0]
-        for attempt in range(1, self.cfg.max_attempts + 1):
+        given_up: set[str] = set()  # overflowed, or failed after the client got bytes
+        name, request, method = order[0], body, None
+        original: BackendError | None = None  # the failure a failover is recovering from
+        for attempt in itertools.count(1):  # bounded: max_attempts before any byte, one failover after
             route.backend = name
             tried.add(name)
             self.states.started(name, self.clock())
             try:
-                return await call(self.backends[name])
-            except ContextOverflow as exc:
-                overflowed.add(name)
-                error: BackendError = exc
-            except BackendRejected:
-                raise  # the request itself is wrong: no other backend will like it better
+                chunks = await self._open(route, name, request, first=attempt == 1)
+                name = route.backend  # a hedge may have been won by the other backend
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        for out in splice.accept(chunk):
+                            yield out
+                        if name not in route.served_by and splice.phase != BEFORE_FIRST_TOKEN:
+                            route.served_by.append(name)
             except BackendError as exc:
-                self.states.failed(name, exc, self.clock())
-                error = exc
+                error: BackendError = exc
+                name = route.backend
+            else:
+                route.usage[name] = self._usage(route, splice, splice.usage)
+                self._served(route, name)
+                return
+            if isinstance(error, BackendRejected) and not isinstance(error, ContextOverflow):
+                if method == "prefill":
+                    # The fallback refused to continue a trailing assistant message: ask it in words.
+                    request, method = self._continuation(splice, body, name, prefill=False), "instruction"
+                    route.failovers[-1].method = method
+                    continue
+                if original is None:
+                    raise error  # the request itself is wrong
+            elif not isinstance(error, ContextOverflow):
+                self.states.failed(name, error, self.clock())
             route.failures.append((name, error.message))
-            log.info("attempt %d on %s failed before the first byte: %s", attempt, name, error)
-            if attempt == self.cfg.max_attempts:
+            log.info("attempt %d on %s failed (%s): %s", attempt, name, splice.phase, error)
+            if original is not None or splice.phase != BEFORE_FIRST_TOKEN:
+                # Bytes reached the client: fail over once, continuing or restarting the answer.
+                route.usage[name] = self._usage(route, splice, splice.usage, partial=True)
+                if original is not None:
+                    raise BackendUnavailable(original.backend, f"{original.message}; continuing on {name} "
+                                             f"failed: {error.message}", status=original.status,
+                                             failure=original.failure) from None
+                original = error
+                given_up.add(name)
+                target = next((n for n in order if n not in given_up and self._usable(n)), None)
+                failover = Failover(error.failure or "cut", splice.phase, name, target)
+                route.failovers.append(failover)
+                if target is None:
+                    raise error
+                splice.switch(route.usage[name])
+                if splice.content:
+                    method = "prefill" if self.backends[target].supports_prefill else "instruction"
+                    request = self._continuation(splice, body, target, prefill=method == "prefill")
+                else:
+                    method, request = "restart", body
+                failover.method = method
+                name = target
+                continue
+            # Nothing reached the client yet: fall back, or retry after a backoff.
+            if isinstance(error, ContextOverflow):
+                given_up.add(name)
+            if attempt >= self.cfg.max_attempts:
                 raise error
-            others = [n for n in order if n != name and n not in overflowed]
-            fresh = [n for n in others if n not in tried and self._usable(n)]
+            fresh = [n for n in order if n not in tried and n not in given_up and self._usable(n)]
             if fresh:
                 name, route.reason = fresh[0], "fallback"
                 continue
-            if name in overflowed:
+            if name in given_up:
                 raise error  # nowhere bigger to go
             delay = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)) * self.rand()
             if error.retry_after is not None:
@@ -157,6 +187,51 @@ class Router:
                 raise error  # waiting would break the time budget: let the client decide
             await self.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def complete(self, route: Route, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Non-streaming requests stream upstream too, so they get the same protection."""
+        return assemble([chunk.data async for chunk in self.stream(route, body)])
+
+    async def _open(self, route: Route, name: str, request: Mapping[str, Any], first: bool) -> AsyncIterator[Chunk]:
+        def open_stream(backend: Backend) -> AsyncIterator[Chunk]:
+            return watched(backend, backend.stream(request))
+
+        other = next((n for n in route.decision.candidates if n != name), None)
+        if first and self.cfg.hedge_after_s > 0 and name == "local" and other == "cloud" and self._usable(other):
+            winner, chunks = await race(self.backends[name], self.backends[other], open_stream,
+                                        self.cfg.hedge_after_s, route.hedge,
+                                        lambda n, exc: self.states.failed(n, exc, self.clock()))
+            if route.hedge.started and winner != name:
+                # The cloud prompt a lost hedge burned is a cost; record what it consumed.
+                route.usage[name] = self._usage(route, Splice(), None, partial=True)
+            elif route.hedge.started:
+                route.usage[other] = self._usage(route, Splice(), None, partial=True)
+            route.backend = winner
+            return chunks
+        return open_stream(self.backends[name])
+
+    def _continuation(self, splice: Splice, body: Mapping[str, Any], name: str, prefill: bool) -> dict[str, Any]:
+        return splice.continuation(body, prefill, self.backends[name].kind, self.cfg.continue_prompt)
+
+    def _usage(self, route: Route, splice: Splice, reported: Mapping[str, Any] | None,
+               partial: bool = False) -> dict[str, Any]:
+        """What one backend consumed: its own usage if it said, else an estimate (marked)."""
+        if reported:
+            return dict(reported)
+        prompt = route.features.prompt_tokens
+        completion = 0
+        if partial:
+            completion = self.counter.count(splice.text) + self.counter.count("".join(splice.reasoning))
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion, "estimated": True}
+
+    def _served(self, route: Route, name: str) -> None:
+        now = self.clock()
+        self.states.succeeded(name, now)
+        if name not in route.served_by:
+            route.served_by.append(name)
+        if self.cfg.sticky:
+            self.states.sticky.set(route.features.conversation_key, name, now)
 
     def _usable(self, name: str) -> bool:
         view = self.states.views({name: self.backends[name].rate_limits}, 0, self.clock())[name]

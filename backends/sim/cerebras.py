@@ -151,7 +151,7 @@ class CerebrasSim(SimServer):
                  api_key: str | None = None, send_done: bool = False,
                  rate_limit_tokens_per_minute: int = 1_000_000,
                  rate_limit_requests_per_day: int = 1_000_000,
-                 retired_models: tuple[str, ...] = ()) -> None:
+                 retired_models: tuple[str, ...] = (), reject_prefill: bool = False) -> None:
         super().__init__(script, tokens_per_s=tokens_per_s, host=host, port=port)
         self.model = model
         self.context_window = context_window
@@ -160,6 +160,9 @@ class CerebrasSim(SimServer):
         self.send_done = send_done
         self.rate_limit_requests_per_day = rate_limit_requests_per_day
         self.retired_models = tuple(retired_models)
+        # Whether Cerebras accepts a trailing assistant message is unverified (protocols §6.4);
+        # this models the strict answer, so a gateway's fallback to instructions can be tested.
+        self.reject_prefill = reject_prefill
         now = time.monotonic()
         self.bucket = TokenBucket(rate_limit_tokens_per_minute, rate_limit_tokens_per_minute, now)
         self._day_start = now
@@ -328,6 +331,9 @@ class CerebrasSim(SimServer):
                 if isinstance(part, dict) and part.get("type") in ("image_url", "image"):
                     return _wrong_format(f"messages.{i}.{m['role']}.content.{j}: image input is "
                                          f"not supported by model {body['model']}")
+        if self.reject_prefill and messages[-1].get("role") == "assistant":
+            return _wrong_format(f"messages.{len(messages) - 1}: a trailing assistant message is not supported",
+                                 param="messages")
         if body.get("tools") and body.get("response_format"):
             return _wrong_format("tools and response_format cannot be used together",
                                  param="response_format")

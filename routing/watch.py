@@ -1,0 +1,127 @@
+"""Stream watchdogs and hedged dispatch.
+
+:func:`watched` wraps one backend's chunk stream: no delta (content, reasoning or a tool call;
+headers and role chunks don't count) within ``first_token_timeout_s`` of sending the request,
+or a gap of more than ``stall_timeout_s`` between deltas, closes the upstream and raises
+:class:`backends.BackendUnavailable` with ``failure`` ``ttft`` or ``stall``.
+
+:func:`race` is hedged dispatch: start the primary; if it has produced no delta after
+``hedge_after_s``, start the secondary too; whichever produces a delta first wins, and the
+other is cancelled at once (its upstream connection closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator, Callable
+
+import attrs
+
+from backends import Backend, BackendError, BackendUnavailable, Chunk
+from routing.splice import is_delta
+
+
+async def watched(backend: Backend, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    loop = asyncio.get_running_loop()
+    cfg = backend.cfg
+    deadline = loop.time() + cfg.first_token_timeout_s
+    failure, limit = "ttft", cfg.first_token_timeout_s
+    async with contextlib.aclosing(chunks):
+        while True:
+            # One timeout per read, never held across the yield below: time the client takes to
+            # accept a chunk must not count against the upstream.
+            timer = asyncio.timeout_at(deadline)
+            try:
+                async with timer:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():
+                    raise
+                what = "first token" if failure == "ttft" else "next token"
+                raise BackendUnavailable(backend.name, f"{backend.name} sent no {what} within {limit:g}s",
+                                         status=504, failure=failure) from None
+            if is_delta(chunk.data):
+                deadline = loop.time() + cfg.stall_timeout_s
+                failure, limit = "stall", cfg.stall_timeout_s
+            yield chunk
+
+
+@attrs.define
+class Hedge:
+    started: bool = False
+    winner: str | None = None
+    loser_chunks: int = 0  # chunks the losing side produced before it was cancelled
+
+
+async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Backend], AsyncIterator[Chunk]],
+               hedge_after_s: float, hedge: Hedge,
+               on_failure: Callable[[str, BackendError], None]) -> tuple[str, AsyncIterator[Chunk]]:
+    """Returns the winner's name and its stream (buffered chunks first). Raises the error of the
+    last backend standing if none produces a delta."""
+    loop = asyncio.get_running_loop()
+    streams: dict[str, AsyncIterator[Chunk]] = {}
+    pending: dict[str, asyncio.Future[Chunk]] = {}
+    seen: dict[str, list[Chunk]] = {primary.name: [], secondary.name: []}
+    hedge_at = loop.time() + hedge_after_s
+    error: BackendError | None = None
+
+    def start(backend: Backend) -> None:
+        streams[backend.name] = open_stream(backend)
+        pending[backend.name] = asyncio.ensure_future(anext(streams[backend.name]))
+
+    start(primary)
+    winner: str | None = None
+    try:
+        while winner is None:
+            wait = None if hedge.started else max(0.0, hedge_at - loop.time())
+            done, _ = await asyncio.wait(pending.values(), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                hedge.started = True
+                start(secondary)
+                continue
+            for name in [n for n, task in pending.items() if task in done]:
+                task = pending.pop(name)
+                try:
+                    chunk = task.result()
+                except StopAsyncIteration:
+                    winner = name  # ended without a delta: nothing better will come from it
+                    break
+                except BackendError as exc:
+                    if error is not None:
+                        on_failure(error.backend, error)
+                    error = exc
+                    continue
+                seen[name].append(chunk)
+                if is_delta(chunk.data):
+                    winner = name
+                    break
+                pending[name] = asyncio.ensure_future(anext(streams[name]))
+            if winner is None and not pending and (hedge.started or error is not None):
+                assert error is not None
+                raise error
+    finally:
+        for name, task in pending.items():
+            if name != winner:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        for name, stream in streams.items():
+            if name != winner:
+                hedge.loser_chunks = len(seen[name])
+                await stream.aclose()  # type: ignore[attr-defined]
+    if error is not None and error.backend != winner:
+        on_failure(error.backend, error)
+    if hedge.started:
+        hedge.winner = winner
+    return winner, _chain(seen[winner], streams[winner])
+
+
+async def _chain(first: list[Chunk], rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async with contextlib.aclosing(rest):  # type: ignore[type-var]
+        for chunk in first:
+            yield chunk
+        async for chunk in rest:
+            yield chunk
