@@ -169,7 +169,9 @@ class Router:
                 failover.method = method
                 name = target
                 continue
-            # Nothing reached the client yet: fall back, or retry after a backoff.
+            # Nothing reached the client yet (a role chunk at most): fall back, or retry after a
+            # backoff; the next stream still carries the first one's id.
+            splice.switch(None)
             if isinstance(error, ContextOverflow):
                 given_up.add(name)
             if attempt >= self.cfg.max_attempts:

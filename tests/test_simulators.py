@@ -389,7 +389,7 @@ async def test_llama_stall_then_continue(session):
 
 async def test_llama_malformed_then_continues_and_no_done(llama, session):
     llama.script = PLAIN
-    llama.push_faults(Fault.malformed_after(2), Fault.no_done())
+    llama.push_faults(Fault.malformed_after(2), Fault.no_done(seconds=0))
     _, raw = await post(session, llama, llama_body(stream=True))
     chunks = events(raw)
     assert chunks[3] == '{"choices": ['  # role, 2 tokens, then the broken line
@@ -452,7 +452,7 @@ async def test_faults_on_non_streamed_answers(llama, session):
 
 async def test_push_faults_queue_order_then_default(llama, session):
     llama.script = PLAIN
-    llama.default_fault = Fault.no_done()
+    llama.default_fault = Fault.no_done(seconds=0)
     llama.push_faults(Fault.http_error(500), None, Fault.http_error(429, retry_after=3))
     statuses = []
     for _ in range(4):

@@ -423,6 +423,8 @@ class CerebrasSim(SimServer):
                                         **self._usage(ex, turn)))
             if self.send_done and not ex.fault_is("no_done"):
                 await out.write(b"data: [DONE]\n\n")
+            elif ex.fault_is("no_done"):
+                await pause(ex.fault.seconds)
         return await out.finish()
 
     async def _complete(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.Response:

@@ -99,8 +99,10 @@ class Fault:
         return cls("reset_before_headers")
 
     @classmethod
-    def no_done(cls) -> Fault:
-        return cls("no_done")
+    def no_done(cls, seconds: float = math.inf) -> Fault:
+        """Finish (finish_reason and usage sent) but omit [DONE] and keep the connection open
+        for ``seconds`` (inf: until the client leaves), as a wedged upstream would."""
+        return cls("no_done", seconds=seconds)
 
     @classmethod
     def context_overflow(cls) -> Fault:
@@ -334,6 +336,10 @@ class SimServer:
         return self._url
 
     # -- faults and the request log --------------------------------------------------------
+    def live_requests(self) -> int:
+        """Chat requests in flight now (they are recorded in ``requests`` only when they end)."""
+        return len(self._live)
+
     def push_faults(self, *faults: Fault | None) -> None:
         """Queue one fault (or None = behave) per upcoming chat request; then default_fault."""
         self._faults.extend(faults)

@@ -375,6 +375,8 @@ class LlamaCppSim(SimServer):
                 await out.write(self._chunk(turn, {}, turn.plan.finish_reason, timings=timings))
             if not ex.fault_is("no_done"):
                 await out.write(b"data: [DONE]\n\n")
+            else:
+                await pause(ex.fault.seconds)
         response = await out.finish()
         if self.reset_on_reuse and request.transport is not None:
             self._poisoned.add(request.transport)
