@@ -13,8 +13,9 @@ one can take over without the client noticing more than a pause:
   echoes or repeats from the start is stripped, new reasoning is dropped, and only new tokens
   are relayed.
 - **Tool calls** are held back until complete (the next call starts, or any chunk without a
-  tool call arrives, at the latest the finish chunk). A failure mid-call has then sent nothing of it, so the turn continues or restarts
-  on the fallback and arguments are never spliced across backends. The cost is that a long
+  tool call arrives, at the latest the finish chunk). A failure mid-call has then sent nothing
+  of it, so the turn continues or restarts on the fallback, and arguments are never spliced
+  across backends. The cost is that a long
   tool call (a whole file) reaches the client at once instead of piecemeal; Cline acts only on
   complete calls anyway, and Cerebras sends each call in one chunk.
 
