@@ -93,6 +93,9 @@ class BackendConfig:
     supports_prefill: bool = field(False, "Continues a trailing assistant message (true prefill).")
     supports_images: bool = field(False, "Accepts image_url content parts.")
     health_interval_s: float = field(5.0, "Seconds between background health probes.", positive)
+    price_input_per_mtok: float = field(0.0, "USD per 1M prompt tokens (not cached).", non_negative)
+    price_output_per_mtok: float = field(0.0, "USD per 1M completion tokens (reasoning included).", non_negative)
+    price_cached_input_per_mtok: float = field(0.0, "USD per 1M cached prompt tokens.", non_negative)
     headers: dict = field({}, "Extra HTTP headers sent upstream (e.g. X-Cerebras-3rd-Party-Integration).")
 
 
@@ -117,6 +120,10 @@ CLOUD_DEFAULT = BackendConfig(
     stall_timeout_s=15.0,
     # Probing lists models; every 30 s is plenty for a cloud and spares its request quota.
     health_interval_s=30.0,
+    # zai-glm-4.7 list price; Cerebras prompt caching is enterprise-only, so cached = input.
+    price_input_per_mtok=2.25,
+    price_output_per_mtok=2.75,
+    price_cached_input_per_mtok=2.25,
 )
 
 
@@ -219,6 +226,22 @@ class RoutingConfig:
 
 
 @attrs.frozen
+class BudgetConfig:
+    """Cloud spend caps over UTC days and months; at a cap the cloud is treated as unavailable."""
+
+    daily_usd: float = field(0.0, "Cloud spend cap per UTC day; 0 = no cap.", non_negative)
+    monthly_usd: float = field(0.0, "Cloud spend cap per UTC month; 0 = no cap.", non_negative)
+    alert_fraction: float = field(0.8, "Log a warning (and flag /health) once this share of a cap is spent.",
+                                  fraction)
+
+
+@attrs.frozen
+class LedgerConfig:
+    path: str = field("data/ledger.sqlite3", "SQLite ledger: one row per finished request (WAL mode).",
+                      non_empty)
+
+
+@attrs.frozen
 class ServerConfig:
     max_body_bytes: int = field(10 * 1024 * 1024, "Largest request body accepted (Cline sends base64 images).",
                                 positive)
@@ -242,6 +265,8 @@ class GatewayConfig:
     backends: BackendsConfig = field(BackendsConfig(), "Upstreams by role.")
     models: ModelsConfig = field(ModelsConfig(), "Model ids served on /v1/models.")
     routing: RoutingConfig = field(RoutingConfig(), "How requests pick a backend.")
+    budget: BudgetConfig = field(BudgetConfig(), "Cloud spend caps.")
+    ledger: LedgerConfig = field(LedgerConfig(), "Where accounting is kept.")
     server: ServerConfig = field(ServerConfig(), "HTTP server limits and timing.")
     logging: LoggingConfig = field(LoggingConfig(), "Logging.")
 

@@ -3,33 +3,54 @@
     app = create_app(load_config("gateway.yaml"))
     web.run_app(app, handler_cancellation=True)   # see gateway.cli.serve
 
-Test seams are arguments (``sessions``, ``clock``), never ``if testing:`` branches.
+Test seams are arguments (``sessions``, ``clock``, ``wall_clock``, ``registry``,
+``token_counter``), never ``if testing:`` branches.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from backends import BACKEND_KINDS, Backend
 from config import GatewayConfig
 from gateway import handlers
+from gateway.accounting import Accountant, Budget
 from gateway.errors import error_middleware
 from gateway.health import HealthMonitor
-from gateway.keys import CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, ROUTER, STARTED
-from routing import Router, TokenCounter
+from gateway.keys import (
+    ACCOUNTANT,
+    CLOCK,
+    CONFIG,
+    HEALTH,
+    LIVE,
+    MODEL_IDS,
+    REGISTRY,
+    REQUEST_ID,
+    ROUTER,
+    STARTED,
+    WALL_CLOCK,
+    Live,
+)
+from gateway.ledger import Ledger
+from gateway.metrics import Metrics
+from routing import REASONS, Router, TokenCounter
 
 
 def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSession] | None = None,
-               clock: Callable[[], float] = time.monotonic,
-               token_counter: TokenCounter | None = None) -> web.Application:
+               clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+               token_counter: TokenCounter | None = None,
+               registry: CollectorRegistry | None = None) -> web.Application:
     """Build the gateway app. ``sessions`` (role -> ClientSession) replaces the pooled sessions
     the app would create; the caller then owns and closes them. ``token_counter`` defaults to
-    tiktoken's cl100k_base loaded offline, or the calibrated estimate."""
+    tiktoken's cl100k_base loaded offline, or the calibrated estimate. ``wall_clock`` dates
+    ledger rows and budget periods (UTC); ``clock`` times everything else."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware],
         # aiohttp answers 413 itself past this size; the error middleware gives it our shape.
@@ -37,7 +58,10 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     )
     app[CONFIG] = cfg
     app[CLOCK] = clock
-    app[STARTED] = int(time.time())
+    app[WALL_CLOCK] = wall_clock
+    app[STARTED] = wall_clock()
+    app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
+    app[LIVE] = Live()
     roles = [r for r in ("local", "cloud") if cfg.backend(r).enabled]
     app[MODEL_IDS] = {model: role for model, role in cfg.model_ids().items() if role is None or role in roles}
     counter = token_counter or TokenCounter.default()
@@ -47,6 +71,8 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
         app.router.add_post(f"{prefix}/chat/completions", handlers.chat_completions)
         app.router.add_get(f"{prefix}/models", handlers.list_models)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get("/stats", handlers.get_stats)
+    app.router.add_get("/metrics", make_aiohttp_handler(app[REGISTRY]))
     return app
 
 
@@ -66,17 +92,37 @@ def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession
                 session = cls.make_session()
                 owned.append(session)
             backends[role] = cls(role, bcfg, session)
+        ledger = await Ledger.open(cfg.ledger.path)  # LedgerError: a clear start-up failure
+        budget = Budget(cfg, app[WALL_CLOCK])
         app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
+        # At a spend cap the cloud is unavailable to routing, like a backend that is down.
+        router.states.budget = lambda name: budget.exceeded() if name == "cloud" else None
         app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
+        metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS)
+        app[ACCOUNTANT] = accountant = Accountant(cfg, ledger, metrics, budget)
+        await accountant.load()
         await monitor.start()
         try:
             yield
         finally:
             await monitor.stop()
+            await accountant.flush()
+            await ledger.close()
             for session in owned:
                 await session.close()
 
     return ctx
+
+
+def _gauges(app: web.Application) -> dict[str, Any]:
+    router, monitor = app[ROUTER], app[HEALTH]
+    return {
+        "up": {name: health.ok for name, health in monitor.snapshot().items()},
+        "ratelimits": {name: {w: rl.remaining for w, rl in b.rate_limits.items()}
+                       for name, b in router.backends.items()},
+        "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},
+        "streams": app[LIVE].streams,
+    }
 
 
 @web.middleware

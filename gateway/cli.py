@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from typing import Awaitable, Callable, Sequence
 
 import attrs
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from config import ConfigError, GatewayConfig, dump_yaml, load_config
 from gateway.app import create_app
+from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
 
 log = logging.getLogger("gateway")
@@ -60,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         asyncio.run(run_demo(args.host, args.port))
         return 0
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    except (ConfigError, LedgerError) as exc:
+        print(f"glm-token-saver: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken: say so, not a traceback
         print(f"glm-token-saver: {exc}", file=sys.stderr)
@@ -117,6 +119,8 @@ async def run_demo(host: str, port: int) -> None:
         cfg = attrs.evolve(
             cfg,
             listen=attrs.evolve(cfg.listen, host=host, port=port),
+            # Demo traffic must not land in a real ledger's savings and budgets.
+            ledger=attrs.evolve(cfg.ledger, path=os.path.join(tempfile.mkdtemp(prefix="glm-demo-"), "ledger.sqlite3")),
             backends=attrs.evolve(
                 cfg.backends,
                 local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),

@@ -5,17 +5,18 @@ Errors are raised, never caught here: :func:`gateway.errors.error_middleware` re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
-import attrs
 import orjson
 from aiohttp import web
 
 from backends import BackendError
 from gateway.errors import InvalidRequest, ModelNotFound, NoBackend, json_response
-from gateway.keys import CLOCK, CONFIG, HEALTH, MODEL_IDS, REQUEST_ID, ROUTER, STARTED
+from gateway.keys import ACCOUNTANT, CLOCK, CONFIG, HEALTH, LIVE, MODEL_IDS, REQUEST_ID, ROUTER, STARTED, WALL_CLOCK
 from gateway.sse import StreamRelay
+from gateway.stats import stats
 from gateway.validation import parse_chat_request
 
 log = logging.getLogger("gateway.request")
@@ -35,36 +36,47 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if cfg.logging.log_bodies:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
 
-    entry: dict[str, Any] = {"id": rid, "model": chat.model, "strategy": strategy,
-                             "class": route.classification.label, "stream": chat.stream}
     headers = {"x-request-id": rid}
+    wall_started = app[WALL_CLOCK]()
+    status, error = "error", None
+    live = app[LIVE]
     try:
         if chat.stream:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
                                 include_usage=chat.include_usage, clock=clock)
+            live.streams += 1
             try:
                 await relay.run(router.stream(route, chat.body))
             finally:
-                out = relay.outcome
-                entry.update(status=out.status, ttft_s=out.ttft_s, chunks=out.chunks,
-                             finish_reason=out.finish_reason, usage=out.usage,
-                             error=str(out.error) if out.error else None)
+                live.streams -= 1
+                status = relay.outcome.status
+                error = type(relay.outcome.error).__name__ if relay.outcome.error else None
             assert relay.response is not None
             return relay.response
         data = await router.complete(route, chat.body)
         data["model_used"] = route.model_used
-        entry.update(status="ok", usage=data.get("usage"))
+        status = "ok"
         headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
         return json_response(data, headers=headers)
     except BackendError as exc:
-        entry.update(status="error", error=str(exc))
+        status, error = "error", type(exc).__name__
+        raise
+    except asyncio.CancelledError:
+        status = "cancelled"
         raise
     finally:
-        entry.update(backend=route.model_used, route_reason=route.reason, failures=route.failures or None,
-                     failovers=[attrs.asdict(f) for f in route.failovers] or None,
-                     hedge=route.hedge.winner and attrs.asdict(route.hedge),
-                     duration_s=round(clock() - started, 4))
-        log.info("request %s", orjson.dumps(entry, default=str).decode())
+        accountant = app[ACCOUNTANT]
+        row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
+                             ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
+        accountant.record(row)
+        log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
+
+
+def _log_entry(row: dict[str, Any], model: str | None, route: Any) -> dict[str, Any]:
+    """The per-request log line: the ledger row, minus zeros, plus what only the log needs."""
+    entry = {k: v for k, v in row.items() if v not in (None, 0, 0.0) or k in ("status", "savings")}
+    entry.update(model=model, failures=route.failures or None)
+    return entry
 
 
 def _strategy(request: web.Request, model: str) -> str:
@@ -90,7 +102,7 @@ def _strategy(request: web.Request, model: str) -> str:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    created = request.app[STARTED]
+    created = int(request.app[STARTED])
     data = [
         {"id": model, "object": "model", "created": created, "owned_by": "glm-token-saver",
          "backend": role or "auto"}
@@ -111,11 +123,27 @@ async def health(request: web.Request) -> web.Response:
                      "reset_s": round(max(0.0, rl.seen_at + rl.reset_s - now), 1) if rl.reset_s is not None else None}
             for window, rl in router.backends[name].rate_limits.items()
         }
-    up = [name for name, info in backends.items() if info["state"] == "ok"]
+    budget = app[ACCOUNTANT].budget
+    over = budget.exceeded()
+    if "cloud" in backends:
+        backends["cloud"]["over_budget"] = over
+    up = [name for name, info in backends.items() if info["state"] == "ok" and not info.get("over_budget")]
+    ledger = app[ACCOUNTANT].ledger
     # Liveness: the gateway answers 200 while it runs; "status" says whether anything can serve.
     return json_response({
         "status": "ok" if up else "degraded",
         "strategy": app[CONFIG].routing.strategy,
         "token_counter": router.counter.method,
         "backends": backends,
+        "budget": budget.report(),
+        "ledger": {"path": ledger.path, "write_errors": ledger.write_errors, "unwritten_rows": ledger.pending},
     })
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    app = request.app
+    accountant = app[ACCOUNTANT]
+    await accountant.flush()  # every finished request is in the ledger before it is summed
+    body = await stats(accountant.ledger, app[WALL_CLOCK](), app[STARTED])
+    body["budget"] = accountant.budget.report()
+    return json_response(body)

@@ -69,6 +69,7 @@ class Route:
     served_by: list[str] = attrs.Factory(list)  # backends whose tokens the client received
     hedge: Hedge = attrs.Factory(Hedge)
     usage: dict[str, dict[str, Any]] = attrs.Factory(dict)  # per backend, as reported or estimated
+    ttft_s: float | None = None  # until the first content/reasoning/tool-call delta was relayed
 
     @property
     def model_used(self) -> str:
@@ -127,6 +128,12 @@ class Router:
                             yield out
                         if name not in route.served_by and splice.phase != BEFORE_FIRST_TOKEN:
                             route.served_by.append(name)
+                            if route.ttft_s is None:
+                                route.ttft_s = self.clock() - started
+            except (GeneratorExit, asyncio.CancelledError):
+                # The client left: still account for what this backend consumed so far.
+                route.usage.setdefault(route.backend, self._usage(route, splice, splice.usage, partial=True))
+                raise
             except BackendError as exc:
                 error: BackendError = exc
                 name = route.backend

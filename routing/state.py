@@ -9,7 +9,7 @@ for the pure :func:`routing.policy.decide`.
 from __future__ import annotations
 
 import collections
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -110,12 +110,12 @@ class BackendView:
     breaker: str = CLOSED
     blocked_until: float | None = None  # cooldown or rate limit
     blocked_why: str | None = None
-    over_budget: bool = False
+    over_budget: str | None = None  # why, e.g. "daily cloud budget of $5.00 spent"
     retry_at: float | None = None  # when a temporary block (cooldown, limit, open circuit) ends
 
     def unavailable(self) -> str | None:
         if self.over_budget:
-            return "over budget"
+            return f"over budget ({self.over_budget})"
         if self.health in ("down", "loading"):
             return self.health
         if self.breaker == OPEN:
@@ -158,7 +158,8 @@ class BackendStates:
         self.cooling_until: dict[str, float] = {}
         self.health: dict[str, str] = {n: "unknown" for n in backends}
         self.context: dict[str, int] = {}  # learned from the server (llama.cpp /props)
-        self.over_budget: dict[str, bool] = {}
+        # Why a backend is over its spend cap, or None; accounting installs the real check.
+        self.budget: Callable[[str], str | None] = lambda name: None
         self.sticky = StickyMap(cfg.sticky_ttl_s)
 
     def context_window(self, name: str) -> int:
@@ -184,7 +185,7 @@ class BackendStates:
                 health=self.health[name],
                 breaker=OPEN if not breaker.allows(now) else breaker.state(now),
                 blocked_until=until, blocked_why=why if until is not None else None,
-                over_budget=self.over_budget.get(name, False),
+                over_budget=self.budget(name),
                 retry_at=max(ends) if ends else None,
             )
         return out

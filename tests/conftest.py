@@ -32,7 +32,8 @@ def make_config(local_url: str, cloud_url: str, **sections: dict[str, Any]) -> G
         cloud=attrs.evolve(cfg.backends.cloud, **{"base_url": cloud_url, "api_key": CLOUD_KEY,
                                                   "health_interval_s": 0.2, **sections.pop("cloud", {})}),
     )
-    cfg = attrs.evolve(cfg, backends=backends)
+    # In-memory ledger unless a test asks for a file (persistence tests do).
+    cfg = attrs.evolve(cfg, backends=backends, ledger=attrs.evolve(cfg.ledger, path=":memory:"))
     for name, values in sections.items():
         cfg = attrs.evolve(cfg, **{name: attrs.evolve(getattr(cfg, name), **values)})
     return cfg

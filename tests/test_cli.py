@@ -88,6 +88,7 @@ backends:
   local: {{base_url: "{local_sim.url}"}}
   cloud: {{api_key: "${{CEREBRAS_API_KEY}}", enabled: false}}
 logging: {{file: "{log_file}"}}
+ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
 """)
     proc = cli("serve", "--config", str(config), env=env_with(CEREBRAS_API_KEY=SECRET))
     try:

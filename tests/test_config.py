@@ -237,7 +237,7 @@ def test_all_problems_reported_together_by_path() -> None:
         "backends.local.enabled": "expected boolean (true/false), got string 'true'",
         "routing": "expected a mapping of keys, got string 'local'",
         "logging.level": "expected string, got null",
-        "bogus": "unknown key (expected one of: listen, backends, models, routing, server, logging)",
+        "bogus": "unknown key (expected one of: listen, backends, models, routing, budget, ledger, server, logging)",
     }
     assert len(err.problems) == len(found)
     text = str(err)
@@ -347,9 +347,10 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     assert rows["backends.local.supports_prefill"][0] == "true"
     assert rows["backends.cloud.headers"][0] == "{}"
     assert all(doc for _, doc in rows.values())
-    # listen 2, backends 2 x BackendConfig, models 3, routing (+ classifier), server 3, logging 5
+    # listen 2, backends 2 x BackendConfig, models 3, routing (+ classifier), budget 3, ledger 1,
+    # server 3, logging 5
     routing = len(attrs.fields(RoutingConfig)) - 1 + len(attrs.fields(ClassifierConfig))
-    assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 5
+    assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 1 + 3 + 5
 
 
 def test_readme_config_reference_is_up_to_date() -> None:

@@ -312,7 +312,7 @@ def test_images_go_only_to_a_backend_that_accepts_them():
     ({"health": "down"}, "down"), ({"health": "loading"}, "loading"), ({"breaker": OPEN}, "circuit open"),
     ({"blocked_until": 50, "blocked_why": "cooling down after 429"}, "cooling down after 429"),
     ({"blocked_until": 50, "blocked_why": "rate limit nearly spent"}, "rate limit nearly spent"),
-    ({"over_budget": True}, "over budget"),
+    ({"over_budget": "daily cloud budget of $5.00 spent"}, "over budget (daily cloud budget of $5.00 spent)"),
 ])
 def test_unavailable_backends_are_skipped(state, why):
     d = route(v=views(local=state))

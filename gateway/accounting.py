@@ -1,0 +1,164 @@
+"""Accounting: what each request consumed, cost and saved, and the cloud budget.
+
+Definitions (the numbers on /stats and /metrics follow them):
+
+- **usage** per backend is what the upstream reported (prompt, completion, cached, reasoning
+  tokens); only when it reported nothing (a stream cut short, a cancelled request, a lost hedge)
+  is it estimated with the token counter, and the row says so.
+- **cost** per backend = uncached prompt x input price + cached x cached price + completion x
+  output price, with that backend's prices from config.
+- **savings** of a request that local served alone (finished, or cancelled by the client) =
+  what its local tokens would have cost at the cloud's prices, minus local's own cost. A request
+  that touched the cloud (fallback, failover, a hedge either way) saves nothing: the cloud
+  tokens it burned are cost.
+
+    accountant = Accountant(cfg, ledger, metrics, clock=time.time)
+    accountant.record(route, status="ok", ...)     # budget, metrics at once; ledger off-loop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any, Callable, Mapping
+
+from config import BackendConfig, GatewayConfig
+from gateway.ledger import Ledger
+
+log = logging.getLogger("gateway.accounting")
+ROLES = ("local", "cloud")
+
+
+def tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    usage = usage or {}
+    details = usage.get("prompt_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or {}
+    return {
+        "prompt": int(usage.get("prompt_tokens") or 0),
+        "completion": int(usage.get("completion_tokens") or 0),
+        "cached": int(details.get("cached_tokens") or 0),
+        "reasoning": int(out_details.get("reasoning_tokens") or 0),
+    }
+
+
+def cost(t: Mapping[str, int], prices: BackendConfig) -> float:
+    uncached = max(0, t["prompt"] - t["cached"])
+    return (uncached * prices.price_input_per_mtok + t["cached"] * prices.price_cached_input_per_mtok
+            + t["completion"] * prices.price_output_per_mtok) / 1_000_000
+
+
+class Budget:
+    """Cloud spend per UTC day and month, against the configured caps."""
+
+    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float]) -> None:
+        self.cfg = cfg.budget
+        self.clock = clock
+        self.day_key, self.month_key = self._keys(clock())
+        self.day = self.month = 0.0
+        self.alerted: set[str] = set()
+
+    @staticmethod
+    def _keys(ts: float) -> tuple[str, str]:
+        d = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+        return d.strftime("%Y-%m-%d"), d.strftime("%Y-%m")
+
+    def _roll(self) -> None:
+        day, month = self._keys(self.clock())
+        if day != self.day_key:
+            self.day_key, self.day = day, 0.0
+            self.alerted.discard("daily")
+        if month != self.month_key:
+            self.month_key, self.month = month, 0.0
+            self.alerted.discard("monthly")
+
+    def add(self, usd: float) -> None:
+        self._roll()
+        self.day += usd
+        self.month += usd
+        for period, spent, cap in self._periods():
+            if cap and spent >= cap * self.cfg.alert_fraction and period not in self.alerted:
+                self.alerted.add(period)
+                log.warning("cloud spend %s: $%.4f of $%.2f (%.0f%%)", period, spent, cap, 100 * spent / cap)
+
+    def _periods(self) -> list[tuple[str, float, float]]:
+        return [("daily", self.day, self.cfg.daily_usd), ("monthly", self.month, self.cfg.monthly_usd)]
+
+    def exceeded(self) -> str | None:
+        """Why the cloud is over budget, or None."""
+        self._roll()
+        for period, spent, cap in self._periods():
+            if cap and spent >= cap:
+                return f"{period} cloud budget of ${cap:.2f} spent"
+        return None
+
+    def report(self) -> dict[str, Any]:
+        self._roll()
+        return {period: {"cap_usd": cap or None, "spent_usd": round(spent, 6),
+                         "remaining_usd": round(max(0.0, cap - spent), 6) if cap else None,
+                         "alert": bool(cap) and spent >= cap * self.cfg.alert_fraction,
+                         "exceeded": bool(cap) and spent >= cap}
+                for period, spent, cap in self._periods()}
+
+
+class Accountant:
+    """Turns a finished request into one ledger row, and keeps budget and metrics current."""
+
+    def __init__(self, cfg: GatewayConfig, ledger: Ledger, metrics: Any, budget: Budget) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.metrics = metrics
+        self.budget = budget
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> None:
+        """Budgets survive restarts: this UTC day's and month's cloud spend from the ledger."""
+        day, month = self.budget._keys(self.budget.clock())
+        rows = await self.ledger.query(
+            "SELECT coalesce(sum(CASE WHEN strftime('%Y-%m-%d', ts, 'unixepoch') = ? THEN cloud_cost END), 0),"
+            " coalesce(sum(cloud_cost), 0) FROM requests WHERE strftime('%Y-%m', ts, 'unixepoch') = ?",
+            (day, month))
+        self.budget.day, self.budget.month = rows[0]
+
+    def row(self, route: Any, *, request_id: str, status: str, stream: bool, started: float, ended: float,
+            duration_s: float, error: str | None) -> dict[str, Any]:
+        """The ledger row. ``started``/``ended`` are wall-clock (UTC periods); the duration is
+        measured on the monotonic clock, so a clock step cannot distort it."""
+        backends = {"local": self.cfg.backends.local, "cloud": self.cfg.backends.cloud}
+        row: dict[str, Any] = {
+            "id": request_id, "ts": ended, "started": started, "status": status, "stream": int(stream),
+            "strategy": route.strategy, "route_reason": route.reason, "classification": route.classification.label,
+            "served_by": route.model_used if route.served_by else None,
+            "first_backend": route.served_by[0] if route.served_by else None,
+            "ttft_s": route.ttft_s, "duration_s": duration_s, "error": error,
+            "failover_reason": route.failovers[0].reason if route.failovers else None,
+            "failover_phase": route.failovers[0].phase if route.failovers else None,
+            "hedge": f"{route.hedge.winner}_won" if route.hedge.started and route.hedge.winner else None,
+        }
+        local_tokens = {"prompt": 0, "completion": 0, "cached": 0, "reasoning": 0}
+        for role in ROLES:
+            usage = route.usage.get(role)
+            t = tokens(usage)
+            if role == "local":
+                local_tokens = t
+            for kind, n in t.items():
+                row[f"{role}_{kind}"] = n
+            row[f"{role}_estimated"] = int(bool(usage and usage.get("estimated")))
+            row[f"{role}_cost"] = cost(t, backends[role])
+        row["local_at_cloud_price"] = cost(local_tokens, backends["cloud"])
+        local_alone = route.served_by == ["local"] and "cloud" not in route.usage
+        row["savings"] = row["local_at_cloud_price"] - row["local_cost"] if local_alone and status != "error" else 0.0
+        return row
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Account for one finished request now; the ledger write runs off the event loop."""
+        self.budget.add(row["cloud_cost"])
+        self.metrics.observe(row)
+        task = asyncio.ensure_future(self.ledger.add(row))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def flush(self) -> None:
+        """Wait until every recorded row is in the ledger (graceful shutdown, tests)."""
+        if self._writes:
+            await asyncio.gather(*list(self._writes))

@@ -1,0 +1,105 @@
+"""Prometheus metrics, bound to an injected ``CollectorRegistry`` (no global registry).
+
+Every label value comes from a bounded set: backends and their combinations, route reasons,
+statuses, failover reasons and phases, token kinds, rate-limit windows. Nothing a client sends
+becomes a label.
+
+    metrics = Metrics(registry, gauges=lambda: {...})     # gauges are read at scrape time
+    metrics.observe(row)                                  # one finished request (a ledger row)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "glm_gateway"
+SERVED = frozenset({"local", "cloud", "local+cloud", "cloud+local", "none"})
+STATUSES = frozenset({"ok", "error", "cancelled"})
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+WINDOW = re.compile(r"(requests|tokens)-(minute|hour|day)")
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+def bounded(value: Any, allowed: frozenset[str], other: str = "other") -> str:
+    return value if value in allowed else other
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, gauges: Callable[[], Mapping[str, Any]],
+                 route_reasons: frozenset[str]) -> None:
+        self.reasons = route_reasons
+        self.requests = Counter(f"{PREFIX}_requests", "Finished requests.", ["backend", "route_reason", "status"],
+                                registry=registry)
+        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens consumed, by backend and kind.", ["backend", "kind"],
+                              registry=registry)
+        self.cost = Counter(f"{PREFIX}_cost_usd", "Spend in US dollars, by backend.", ["backend"], registry=registry)
+        self.savings = Counter(f"{PREFIX}_savings_usd", "Cloud cost avoided by serving locally, net of local cost.",
+                               registry=registry)
+        self.failovers = Counter(f"{PREFIX}_failovers", "Mid-stream switches to the other backend.",
+                                 ["reason", "phase"], registry=registry)
+        self.hedges = Counter(f"{PREFIX}_hedges", "Hedged requests, by which backend won.", ["outcome"],
+                              registry=registry)
+        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Time to the first relayed delta.",
+                              ["backend"], buckets=TTFT_BUCKETS, registry=registry)
+        self.duration = Histogram(f"{PREFIX}_request_duration_seconds", "Request duration.", ["backend"],
+                                  buckets=DURATION_BUCKETS, registry=registry)
+        registry.register(_Gauges(gauges))
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        served = bounded(row["served_by"] or "none", SERVED)
+        self.requests.labels(served, bounded(row["route_reason"], self.reasons),
+                             bounded(row["status"], STATUSES)).inc()
+        for role in ("local", "cloud"):
+            for kind in TOKEN_KINDS:
+                if row[f"{role}_{kind}"]:
+                    self.tokens.labels(role, kind).inc(row[f"{role}_{kind}"])
+            if row[f"{role}_cost"]:
+                self.cost.labels(role).inc(row[f"{role}_cost"])
+        if row["savings"] > 0:
+            self.savings.inc(row["savings"])
+        if row["failover_reason"]:
+            self.failovers.labels(row["failover_reason"], row["failover_phase"]).inc()
+        if row["hedge"]:
+            self.hedges.labels(row["hedge"]).inc()
+        first = bounded(row["first_backend"] or "none", SERVED)
+        if row["ttft_s"] is not None:
+            self.ttft.labels(first).observe(row["ttft_s"])
+        self.duration.labels(first).observe(row["duration_s"])
+
+
+class _Gauges(Collector):
+    """Values that are read, not counted: taken from the live gateway at scrape time."""
+
+    def __init__(self, read: Callable[[], Mapping[str, Any]]) -> None:
+        self.read = read
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # the registry must not read live values before the app is wired
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.read()
+        up = GaugeMetricFamily(f"{PREFIX}_backend_up", "1 if the backend's health probe passes.", labels=["backend"])
+        for name, ok in now["up"].items():
+            up.add_metric([name], 1.0 if ok else 0.0)
+        yield up
+        remaining = GaugeMetricFamily(f"{PREFIX}_ratelimit_remaining", "Cloud rate-limit headroom last reported.",
+                                      labels=["backend", "window"])
+        for name, windows in now["ratelimits"].items():
+            for window, value in windows.items():
+                if WINDOW.fullmatch(window) and value is not None:
+                    remaining.add_metric([name, window], value)
+        yield remaining
+        budget = GaugeMetricFamily(f"{PREFIX}_budget_remaining_usd", "Cloud budget left in the period.",
+                                   labels=["period"])
+        for period, value in now["budget"].items():
+            if value is not None:
+                budget.add_metric([period], value)
+        yield budget
+        yield GaugeMetricFamily(f"{PREFIX}_streams_in_flight", "Streaming requests being relayed now.",
+                                value=now["streams"])

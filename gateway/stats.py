@@ -1,0 +1,62 @@
+"""``GET /stats``: the ledger, summed over four windows (since start, today, this month, all time).
+
+Everything is computed from the ledger rows, so the figures survive restarts and always match a
+recount of the ledger. Days and months are UTC.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from gateway.ledger import Ledger
+
+SUMS = ", ".join(f"coalesce(sum({c}), 0)" for c in (
+    "local_prompt", "local_completion", "local_cached", "local_reasoning", "local_cost",
+    "cloud_prompt", "cloud_completion", "cloud_cached", "cloud_reasoning", "cloud_cost",
+    "savings", "local_at_cloud_price"))
+
+
+def window_starts(now: float, started: float) -> dict[str, float]:
+    d = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    day = d.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"since_start": started, "today": day.timestamp(), "this_month": day.replace(day=1).timestamp(),
+            "all_time": 0.0}
+
+
+async def window(ledger: Ledger, since: float) -> dict[str, Any]:
+    (row,) = await ledger.query(f"SELECT count(*), {SUMS} FROM requests WHERE ts >= ?", (since,))
+    n, lp, lc, lca, lr, lcost, cp, cc, cca, cr, ccost, savings, local_at_cloud = row
+    all_cloud = ccost + local_at_cloud  # what the same traffic would have cost on the cloud alone
+    out: dict[str, Any] = {
+        "requests": n,
+        "backends": {
+            "local": {"tokens": {"prompt": lp, "completion": lc, "cached": lca, "reasoning": lr},
+                      "cost_usd": round(lcost, 6)},
+            "cloud": {"tokens": {"prompt": cp, "completion": cc, "cached": cca, "reasoning": cr},
+                      "cost_usd": round(ccost, 6)},
+        },
+        "savings_usd": round(savings, 6),
+        "savings_pct": round(100 * savings / all_cloud, 2) if all_cloud else 0.0,
+        "all_cloud_cost_usd": round(all_cloud, 6),
+    }
+    for name, column in (("requests_by_backend", "served_by"), ("route_reasons", "route_reason"),
+                         ("statuses", "status"), ("hedges", "hedge"), ("errors", "error")):
+        rows = await ledger.query(f"SELECT {column}, count(*) FROM requests WHERE ts >= ? AND {column} IS NOT NULL "
+                                  f"GROUP BY {column}", (since,))
+        out[name] = dict(rows)
+    rows = await ledger.query("SELECT failover_reason, failover_phase, count(*) FROM requests WHERE ts >= ? "
+                              "AND failover_reason IS NOT NULL GROUP BY 1, 2", (since,))
+    out["failovers"] = [{"reason": r, "phase": p, "count": c} for r, p, c in rows]
+    out["ttft_s"] = {}
+    for backend in ("local", "cloud"):
+        values = [v for (v,) in await ledger.query(
+            "SELECT ttft_s FROM requests WHERE ts >= ? AND first_backend = ? AND ttft_s IS NOT NULL "
+            "ORDER BY ttft_s", (since, backend))]
+        out["ttft_s"][backend] = {f"p{q}": round(values[min(len(values) - 1, int(q / 100 * len(values)))], 4)
+                                  for q in (50, 90, 99)} if values else None
+    return out
+
+
+async def stats(ledger: Ledger, now: float, started: float) -> dict[str, Any]:
+    return {name: await window(ledger, since) for name, since in window_starts(now, started).items()}
