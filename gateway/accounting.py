@@ -150,13 +150,15 @@ class Accountant:
         row["savings"] = row["local_at_cloud_price"] - row["local_cost"] if local_alone and status != "error" else 0.0
         return row
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Account for one finished request now; the ledger write runs off the event loop."""
+    def record(self, row: dict[str, Any]) -> asyncio.Task[None]:
+        """Account for one finished request: budget and metrics now, the ledger row off the event
+        loop. The returned task completes when the row is committed."""
         self.budget.add(row["cloud_cost"])
         self.metrics.observe(row)
         task = asyncio.ensure_future(self.ledger.add(row))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        return task
 
     async def flush(self) -> None:
         """Wait until every recorded row is in the ledger (graceful shutdown, tests)."""

@@ -38,12 +38,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     headers = {"x-request-id": rid}
     wall_started = app[WALL_CLOCK]()
+    accountant = app[ACCOUNTANT]
+    recorded = False
+
+    async def account(status: str, error: str | None = None) -> None:
+        """Record the request once; the caller awaits the ledger write where a client waits on it."""
+        nonlocal recorded
+        if recorded:
+            return
+        recorded = True
+        row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
+                             ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
+        log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
+        await asyncio.shield(accountant.record(row))
+
     status, error = "error", None
     live = app[LIVE]
     try:
         if chat.stream:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
-                                include_usage=chat.include_usage, clock=clock)
+                                include_usage=chat.include_usage, clock=clock, before_done=lambda: account("ok"))
             live.streams += 1
             try:
                 await relay.run(router.stream(route, chat.body))
@@ -56,6 +70,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         data = await router.complete(route, chat.body)
         data["model_used"] = route.model_used
         status = "ok"
+        await account("ok")
         headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
         return json_response(data, headers=headers)
     except BackendError as exc:
@@ -65,11 +80,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         status = "cancelled"
         raise
     finally:
-        accountant = app[ACCOUNTANT]
-        row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
-                             ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
-        accountant.record(row)
-        log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
+        if not recorded:
+            # Failed or cancelled: recorded without waiting, nobody is waiting for an answer.
+            asyncio.ensure_future(account(status, error))
 
 
 def _log_entry(row: dict[str, Any], model: str | None, route: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import attrs
 import orjson
@@ -67,13 +67,17 @@ class StreamRelay:
     """
 
     def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
-                 include_usage: bool, clock: Any = time.monotonic) -> None:
+                 include_usage: bool, clock: Any = time.monotonic,
+                 before_done: Callable[[], Awaitable[None]] | None = None) -> None:
         self.request = request
         self.served = served
         self.headers = headers
         self.keepalive_s = keepalive_s
         self.include_usage = include_usage
         self.clock = clock
+        # Runs after the last chunk and before [DONE]: the accounting write, so a client never
+        # holds a complete answer that the ledger could still lose.
+        self.before_done = before_done
         self.response: RelayResponse | None = None
         self.outcome = StreamOutcome()
 
@@ -155,6 +159,9 @@ class StreamRelay:
     async def _finish(self) -> None:
         await self._commit()
         assert self.response is not None
+        self.outcome.status = "ok"
+        if self.before_done is not None:
+            await self.before_done()
         await self.response.write(DONE)
         await self.response.write_eof()
         self.outcome.status = "ok"
