@@ -24,7 +24,7 @@ import logging
 from typing import Any, Callable, Mapping
 
 from config import BackendConfig, GatewayConfig
-from gateway.ledger import Ledger
+from gateway.ledger import NAMES, Ledger
 
 log = logging.getLogger("gateway.accounting")
 ROLES = ("local", "cloud")
@@ -148,6 +148,15 @@ class Accountant:
         row["local_at_cloud_price"] = cost(local_tokens, backends["cloud"])
         local_alone = route.served_by == ["local"] and "cloud" not in route.usage
         row["savings"] = row["local_at_cloud_price"] - row["local_cost"] if local_alone and status != "error" else 0.0
+        return row
+
+    def refused(self, *, request_id: str, strategy: str, stream: bool, at: float) -> dict[str, Any]:
+        """The row of a request no backend could take (all down, cooling, or over budget)."""
+        row: dict[str, Any] = {name: 0 for name in NAMES if name.startswith(ROLES)}
+        row.update(id=request_id, ts=at, started=at, status="error", stream=int(stream), strategy=strategy,
+                   route_reason="unavailable", classification=None, served_by=None, first_backend=None,
+                   ttft_s=None, duration_s=0.0, error="NoBackendAvailable", failover_reason=None,
+                   failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0)
         return row
 
     def record(self, row: dict[str, Any]) -> asyncio.Task[None]:

@@ -18,6 +18,7 @@ from gateway.keys import ACCOUNTANT, CLOCK, CONFIG, HEALTH, LIVE, MODEL_IDS, REQ
 from gateway.sse import StreamRelay
 from gateway.stats import stats
 from gateway.validation import parse_chat_request
+from routing import NoBackendAvailable
 
 log = logging.getLogger("gateway.request")
 
@@ -32,7 +33,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"))
     strategy = _strategy(request, chat.model or cfg.models.routed)
     router = app[ROUTER]
-    route = router.route(chat.body, strategy)
+    try:
+        route = router.route(chat.body, strategy)
+    except NoBackendAvailable:
+        accountant = app[ACCOUNTANT]
+        accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream,
+                                             at=app[WALL_CLOCK]()))
+        raise
     if cfg.logging.log_bodies:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
 

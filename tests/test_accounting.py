@@ -138,6 +138,18 @@ async def test_budget_cap_flips_routing_to_local(gateway_factory, http, cloud_si
         assert resp.status == 503
         assert "over budget (daily cloud budget" in (await resp.json())["error"]["message"]
     assert len(cloud_sim.requests) == 1
+    assert (await get(http, server, "/stats"))["today"]["errors"] == {"NoBackendAvailable": 1}
+
+
+async def test_a_lost_hedge_is_cloud_cost(gateway_factory, local_sim, cloud_sim, tmp_path):
+    server = await gateway_factory(routing={"hedge_after_s": 0.1}, ledger={"path": str(tmp_path / "l.db")})
+    local_sim.default_fault = Fault.slow_first_token(0.4)
+    cloud_sim.default_fault = Fault.slow_first_token(5)
+    assert await chat(server, EASY) == "local"
+    (row,) = ledger_rows(tmp_path / "l.db")
+    assert row["hedge"] == "local_won"
+    assert row["cloud_estimated"] == 1 and row["cloud_prompt"] > 0 and row["cloud_cost"] > 0
+    assert row["savings"] == 0
 
 
 async def test_ledger_and_budget_survive_a_restart(aiohttp_server, local_sim, cloud_sim, token_counter, http,
