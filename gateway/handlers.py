@@ -1,6 +1,7 @@
 """HTTP handlers. Thin: parse, ask routing, hand the stream to the relay, log one line.
 
-Errors are raised, never caught here: :func:`gateway.errors.error_middleware` renders them.
+Errors are raised, never swallowed here (only noted for accounting on the way out):
+:func:`gateway.errors.error_middleware` renders them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,183 @@
+"""End to end against a real llama-server (Gemma 3 270M), with the Cerebras simulator as the cloud.
+
+Opt-in (builds llama.cpp, ~6 minutes the first time):
+
+    pytest -m real_llama tests/real -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from backends.sim import CerebrasSim, Script
+from gateway.app import create_app
+from tests.conftest import CLOUD_KEY, make_config, read_sse
+from tests.real.setup_llama import llama_server, model
+from tests.test_cli import free_port
+
+pytestmark = pytest.mark.real_llama
+N_CTX = 2048
+CLOUD_ANSWER = "and that is where the cloud picked up the answer."
+
+
+@pytest.fixture(scope="module")
+def llama_binary() -> tuple[Path, Path, Path]:
+    return (llama_server(), *model())
+
+
+@pytest.fixture
+async def llama(llama_binary, http):
+    binary, gguf, template = llama_binary
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--chat-template-file", str(template),
+                             "--host", "127.0.0.1", "--port", str(port), "-c", str(N_CTX), "-np", "1",
+                             "--metrics", "--alias", "local", "-t", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "llama-server exited"
+        try:
+            async with http.get(url + "/health") as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "llama-server never became healthy"
+        await asyncio.sleep(0.2)
+    yield proc, url
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.terminate()
+    await asyncio.to_thread(proc.wait, 10)
+
+
+@pytest.fixture
+async def stack(llama, aiohttp_server, token_counter, tmp_path):
+    proc, llama_url = llama
+    cloud = CerebrasSim(Script(content=CLOUD_ANSWER), tokens_per_s=200, api_key=CLOUD_KEY)
+    await cloud.start()
+    watch = {"first_token_timeout_s": 20.0, "stall_timeout_s": 1.5}
+    cfg = make_config(llama_url + "/v1", cloud.url, local=watch, cloud=watch,
+                      ledger={"path": str(tmp_path / "ledger.sqlite3")})
+    server = await aiohttp_server(create_app(cfg, token_counter=token_counter))
+    yield proc, llama_url, cloud, server
+    await cloud.stop()
+
+
+async def test_real_llama_end_to_end(stack, http, tmp_path):
+    proc, llama_url, cloud, server = stack
+    chat = server.make_url("/v1/chat/completions")
+    body = {"model": "glm-4.7", "stream": True, "max_tokens": 40, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Say hello and count to five."}]}
+
+    # 1. Real streamed answers with usage and timings; back-to-back, so the pool meets the
+    #    sockets llama-server closes after every stream.
+    for i in range(3):
+        async with http.post(chat, json={**body, "messages": [{"role": "user", "content": f"Count to {i + 3}."}]}) \
+                as resp:
+            assert resp.status == 200 and resp.headers["x-glm-backend"] == "local"
+            events, _ = await read_sse(resp)
+        assert events[-1] == "[DONE]"
+        usage_chunk = events[-2]
+        assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] > 0
+        assert usage_chunk["timings"]["predicted_n"] == usage_chunk["usage"]["completion_tokens"]
+        print(f"\nreal answer {i}: {''.join(e['choices'][0]['delta'].get('content') or '' for e in events[:-2] if e.get('choices'))!r}"
+              f" usage={usage_chunk['usage']} predicted_per_second={usage_chunk['timings']['predicted_per_second']:.1f}")
+
+    # 2. A real stall: freeze llama-server mid-stream; the cloud continues the answer.
+    long = {**body, "max_tokens": 400,
+            "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]}
+    async with http.post(chat, json=long) as resp:
+        assert resp.status == 200
+        seen, frozen_at = [], None
+        buf = b""
+        async for piece in resp.content.iter_any():
+            buf += piece
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                if not block.startswith(b"data: "):
+                    continue
+                seen.append("[DONE]" if block == b"data: [DONE]" else orjson.loads(block[6:]))
+                deltas = [e for e in seen if isinstance(e, dict) and e.get("choices")
+                          and e["choices"][0]["delta"].get("content")]
+                if frozen_at is None and len(deltas) >= 10:
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    frozen_at = time.monotonic()
+    os.kill(proc.pid, signal.SIGCONT)
+    assert seen[-1] == "[DONE]" and not any(isinstance(e, dict) and "error" in e for e in seen)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in seen[:-1]
+                   if isinstance(e, dict) and e.get("choices"))
+    assert text.endswith(CLOUD_ANSWER)
+    assert [e for e in seen if isinstance(e, dict) and e.get("model_used")][-1]["model_used"] == "local+cloud"
+    continuation = cloud.requests[-1].body["messages"]
+    assert continuation[-2]["role"] == "assistant" and text.startswith(continuation[-2]["content"])
+    print(f"\nstall: froze llama-server after 10 deltas; client text: {text!r}")
+
+    # 3. A real context overflow: pinned to local it is llama.cpp's own 400 (Cline truncates on
+    #    it); routed, the gateway knows llama's n_ctx from /props and sends it to the cloud.
+    huge = [{"role": "user", "content": "lighthouse " * 3000}]
+    async with http.post(chat, json={"model": "glm-4.7-local", "messages": huge}) as resp:
+        error = await resp.json()
+        assert resp.status == 400 and error["error"]["type"] == "exceed_context_size_error"
+        print(f"\npinned overflow: {error['error']['message']}")
+    async with http.post(chat, json={"model": "glm-4.7", "messages": huge}) as resp:
+        assert resp.status == 200 and resp.headers["x-glm-backend"] == "cloud"
+        assert resp.headers["x-glm-route-reason"] == "context"
+
+    # 4. /stats and /metrics for those requests, and a real Prometheus scraping both.
+    async with http.get(server.make_url("/stats")) as resp:
+        stats = (await resp.json())["since_start"]
+    print(f"\n/stats since start: {orjson.dumps(stats).decode()}")
+    assert stats["requests"] == 6
+    assert stats["requests_by_backend"] == {"local": 3, "local+cloud": 1, "cloud": 1}
+    assert stats["failovers"] == [{"reason": "stall", "phase": "mid_content", "count": 1}]
+    assert stats["backends"]["local"]["tokens"]["completion"] > 0 and stats["savings_usd"] > 0
+    async with http.get(server.make_url("/metrics")) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    assert sum(s.value for s in families["glm_gateway_failovers"].samples if s.name.endswith("_total")) == 1
+    if shutil.which("prometheus"):
+        await scrape_with_prometheus(http, server.port, llama_url, tmp_path)
+
+
+async def scrape_with_prometheus(http, gateway_port: int, llama_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "prom.yml").write_text(f"""
+global: {{scrape_interval: 1s}}
+scrape_configs:
+  - job_name: gateway
+    static_configs: [{{targets: ["127.0.0.1:{gateway_port}"]}}]
+  - job_name: llama
+    static_configs: [{{targets: ["{llama_url.removeprefix('http://')}"]}}]
+""")
+    proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prom.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'prom'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + 30
+        while len(found) < 2 and time.monotonic() < deadline:
+            for expr in ("sum(glm_gateway_requests_total)", "llamacpp:tokens_predicted_total"):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}) as resp:
+                        result = (await resp.json())["data"]["result"] if resp.status == 200 else []
+                except OSError:
+                    result = []
+                if result:
+                    found[expr] = float(result[0]["value"][1])
+            await asyncio.sleep(0.5)
+        print(f"\nPrometheus scraped: {found}")
+        assert found.get("sum(glm_gateway_requests_total)") == 6 and found.get("llamacpp:tokens_predicted_total", 0) > 0
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
