@@ -49,23 +49,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     accountant = app[ACCOUNTANT]
     recorded = False
 
-    async def account(status: str, error: str | None = None) -> None:
-        """Record the request once; the caller awaits the ledger write where a client waits on it."""
+    def account(status: str, error: str | None = None) -> asyncio.Future[None]:
+        """Record the request once; returns the ledger write, which callers await where a client
+        is still waiting for the answer (so nobody holds an answer the ledger could lose)."""
         nonlocal recorded
-        if recorded:
-            return
         recorded = True
         row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
-        await asyncio.shield(accountant.record(row))
-
+        return asyncio.shield(accountant.record(row))
     status, error = "error", None
     live = app[LIVE]
     try:
         if chat.stream:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
-                                include_usage=chat.include_usage, clock=clock, before_done=lambda: account("ok"))
+                                include_usage=chat.include_usage, clock=clock,
+                                before_done=lambda: account("ok"))
             live.streams += 1
             try:
                 await relay.run(router.stream(route, chat.body))
@@ -89,8 +88,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         if not recorded:
-            # Failed or cancelled: recorded without waiting, nobody is waiting for an answer.
-            asyncio.ensure_future(account(status, error))
+            account(status, error)  # failed or cancelled: nobody waits for an answer, so neither do we
 
 
 def _log_entry(row: dict[str, Any], model: str | None, route: Any) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class StreamRelay:
 
     def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
                  include_usage: bool, clock: Any = time.monotonic,
-                 before_done: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_done: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.request = request
         self.served = served
         self.headers = headers

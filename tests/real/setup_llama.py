@@ -52,8 +52,12 @@ def llama_server() -> Path:
     (tree,) = [Path(p).parent for p in glob.glob(str(src / "*" / "**" / "CMakeLists.txt"), recursive=True)
                if Path(p).parent.name == "llama.cpp"][:1]
     build = CACHE / "build"
+    # -march=native, but without AMX: CPUs here advertise it, yet the sandbox faults on AMX
+    # tile instructions (SIGSEGV in ggml_backend_amx_mul_mat; the AMX wheel dies with SIGILL).
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     run("cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_USE_PREBUILT_UI=OFF",
-        "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF")
+        "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF",
+        f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}")
     run("cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2))
     (built,) = glob.glob(str(build / "**" / "llama-server"), recursive=True)[:1]
     os.replace(built, binary)

@@ -15,7 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import openai
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,8 +91,9 @@ async def test_real_llama_end_to_end(stack, http, tmp_path):
         usage_chunk = events[-2]
         assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] > 0
         assert usage_chunk["timings"]["predicted_n"] == usage_chunk["usage"]["completion_tokens"]
-        print(f"\nreal answer {i}: {''.join(e['choices'][0]['delta'].get('content') or '' for e in events[:-2] if e.get('choices'))!r}"
-              f" usage={usage_chunk['usage']} predicted_per_second={usage_chunk['timings']['predicted_per_second']:.1f}")
+        answer = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2] if e.get("choices"))
+        speed = usage_chunk["timings"]["predicted_per_second"]
+        print(f"\nreal answer {i}: {answer!r} usage={usage_chunk['usage']} predicted_per_second={speed:.1f}")
 
     # 2. A real stall: freeze llama-server mid-stream; the cloud continues the answer.
     long = {**body, "max_tokens": 400,
