@@ -100,6 +100,12 @@ async def test_mid_answer_failure_is_continued_on_the_cloud(watched_gateway, htt
     cloud_usage = cloud_sim.requests[-1]
     assert usage["completion_tokens"] > cloud_usage.tokens_sent
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    # ...and the gateway stays healthy: the next request is served normally.
+    local_sim.default_fault = None
+    events, headers = await collect(watched_gateway, http,
+                                    body={"model": "glm-4.7-local", "stream": True, "messages": TASK})
+    assert_one_coherent_stream(events)
+    assert text_of(events) == ANSWER and headers["x-glm-backend"] == "local"
 
 
 async def test_openai_client_sees_one_answer_across_a_stall(watched_gateway, local_sim, same_answer):
