@@ -126,7 +126,7 @@ async def test_real_llama_end_to_end(stack, http, tmp_path):
 
     # 3. A real context overflow: pinned to local it is llama.cpp's own 400 (Cline truncates on
     #    it); routed, the gateway knows llama's n_ctx from /props and sends it to the cloud.
-    huge = [{"role": "user", "content": "lighthouse " * 3000}]
+    huge = [{"role": "user", "content": "Fix the typo in this text: " + "lighthouse " * 3000}]
     async with http.post(chat, json={"model": "glm-4.7-local", "messages": huge}) as resp:
         error = await resp.json()
         assert resp.status == 400 and error["error"]["type"] == "exceed_context_size_error"
