@@ -86,7 +86,8 @@ async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port)
+        # Deep accept backlog: a burst of connections must queue, not lose SYNs to a 1 s retransmit.
+        site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port, backlog=1024)
         await site.start()
         url = f"http://{cfg.listen.host}:{cfg.listen.port}"
         log.info("glm-token-saver listening on %s (local=%s, cloud=%s)", url,

@@ -312,7 +312,9 @@ class SimServer:
         runner = web.AppRunner(self.make_app(), handler_cancellation=True, access_log=None,
                                shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        # A deep accept backlog: with aiohttp's 128, a burst of 256 connects drops SYNs and
+        # the retransmit adds a full second, which benchmarks would blame on the upstream.
+        site = web.TCPSite(runner, self._host, self._port, backlog=1024)
         await site.start()
         self._runner = runner
         port = runner.addresses[0][1]
