@@ -210,8 +210,9 @@ class Router:
             winner, chunks = await race(self.backends[name], self.backends[other], open_stream,
                                         self.cfg.hedge_after_s, route.hedge,
                                         lambda n, exc: self.states.failed(n, exc, self.clock()))
+            # Record what the losing side consumed (its prompt, estimated): free when local lost,
+            # a cost when the cloud did, never a saving.
             if route.hedge.started and winner != name:
-                # The cloud prompt a lost hedge burned is a cost; record what it consumed.
                 route.usage[name] = self._usage(route, Splice(), None, partial=True)
             elif route.hedge.started:
                 route.usage[other] = self._usage(route, Splice(), None, partial=True)
