@@ -55,6 +55,7 @@ class Budget:
         self.cfg = cfg.budget
         self.clock = clock
         self.day_key, self.month_key = self._keys(clock())
+        self._next_day = self._midnight_after(clock())
         self.day = self.month = 0.0
         self.alerted: set[str] = set()
 
@@ -63,8 +64,17 @@ class Budget:
         d = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
         return d.strftime("%Y-%m-%d"), d.strftime("%Y-%m")
 
+    @staticmethod
+    def _midnight_after(ts: float) -> float:
+        return (ts // 86400 + 1) * 86400  # UTC days are 86400 s: no leap seconds in Unix time
+
     def _roll(self) -> None:
-        day, month = self._keys(self.clock())
+        # Called on every routing decision: date formatting only when a UTC day has passed.
+        now = self.clock()
+        if now < self._next_day:
+            return
+        self._next_day = self._midnight_after(now)
+        day, month = self._keys(now)
         if day != self.day_key:
             self.day_key, self.day = day, 0.0
             self.alerted.discard("daily")

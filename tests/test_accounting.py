@@ -259,3 +259,23 @@ async def test_unusable_ledger_is_a_clear_startup_error(tmp_path):
                                   timeout=30)
     assert out.returncode == 2
     assert "cannot open the ledger" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_budget_periods_roll_over_at_utc_midnight_and_month_start():
+    import attrs
+
+    from config import GatewayConfig
+    from gateway.accounting import Budget
+
+    now = [1793491199.0]  # 2026-10-31 23:59:59 UTC
+    cfg = attrs.evolve(GatewayConfig(), budget=attrs.evolve(GatewayConfig().budget, daily_usd=1.0, monthly_usd=5.0))
+    budget = Budget(cfg, lambda: now[0])
+    budget.add(1.0)
+    assert budget.exceeded() == "daily cloud budget of $1.00 spent"
+    now[0] += 1  # 2026-11-01 00:00:00: a new day and a new month
+    assert budget.exceeded() is None
+    assert budget.report()["daily"]["spent_usd"] == 0 and budget.report()["monthly"]["spent_usd"] == 0
+    for _ in range(5):
+        budget.add(1.0)
+        now[0] += 86400
+    assert budget.exceeded() == "monthly cloud budget of $5.00 spent"
