@@ -110,22 +110,26 @@ class StreamRelay:
         return self.outcome
 
     async def _first(self, upstream: AsyncIterator[Chunk]) -> Chunk | None:
-        """The first chunk; commits the response with keep-alives if it is slow to come."""
-        task = asyncio.ensure_future(anext(upstream, None))
-        try:
-            done, _ = await asyncio.wait({task}, timeout=self.keepalive_s)
-            if not done:
-                await self._commit()
-                assert self.response is not None
-                await self.response.write(b": waiting for the first token\n\n")
-            return await task
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, BackendError):
-                    await task
+        """The first chunk; commits the response with keep-alives if it is slow to come.
 
-    async def _commit(self) -> None:
+        The wait runs in the handler's own task; only a slow upstream costs a timer-started
+        task (no task per request on the hot path).
+        """
+        keepalive: asyncio.Task[None] | None = None
+
+        def start_keepalive() -> None:
+            nonlocal keepalive
+            keepalive = asyncio.ensure_future(self._commit(comment=b": waiting for the first token\n\n"))
+
+        timer = asyncio.get_running_loop().call_later(self.keepalive_s, start_keepalive)
+        try:
+            return await anext(upstream, None)
+        finally:
+            timer.cancel()
+            if keepalive is not None:
+                await keepalive  # the response must be fully committed before anything else is written
+
+    async def _commit(self, comment: bytes = b"") -> None:
         if self.response is not None:
             return
         headers = {**self.headers, "x-glm-backend": self.served.backend,
@@ -133,6 +137,8 @@ class StreamRelay:
         self.response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True,
                                       ping_interval=self.keepalive_s)
         await self.response.prepare(self.request)
+        if comment:
+            await self.response.write(comment)
 
     async def _relay(self, chunk: Chunk) -> None:
         data, payload = chunk.data, chunk.raw

@@ -85,19 +85,71 @@ server: {{keepalive_s: 60}}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def wait_up(http, url: str) -> None:
-    for _ in range(200):
+def start_litellm(binary: str, sim_url: str, port: int, workdir: Path) -> subprocess.Popen:
+    """LiteLLM's proxy, one worker, pointed at the same simulator (the peer to compare with)."""
+    config = workdir / "litellm.yaml"
+    config.write_text(f"""
+model_list:
+  - model_name: glm-4.7
+    litellm_params: {{model: openai/local-model, api_base: "{sim_url}", api_key: none}}
+""")
+    cmd = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        cmd = ["taskset", "-c", "1", *cmd]
+    # It refuses to start without a master key, and fetches its price map online unless told not to.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": LITELLM_KEY}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+LITELLM_KEY = "sk-bench-master-key"
+
+
+async def wait_up(http, url: str, path: str = "/health", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            async with http.get(url + "/health") as resp:
+            async with http.get(url + path, headers={"Authorization": f"Bearer {LITELLM_KEY}"}) as resp:
                 if resp.status == 200:
                     return
         except OSError:
             pass
-        await asyncio.sleep(0.05)
-    raise RuntimeError("gateway did not start")
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
 
 
-async def main(quick: bool) -> None:
+async def peer(http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, quick: bool,
+               ours: dict[str, float]) -> list[str]:
+    """The same overhead and throughput runs through LiteLLM, as ratios to the gateway's."""
+    port = free_port()
+    proc = start_litellm(litellm, sim.url, port, workdir)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    rows = []
+    try:
+        await wait_up(http, f"http://127.0.0.1:{port}", "/health/liveliness", timeout=90)
+        auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
+        http.headers.update(auth)
+        sim.script, sim.tokens_per_s = SHORT, None
+        direct = await load(http, sim.url + "/chat/completions", body, 1, 50 if quick else 200)
+        via = await load(http, url, body, 1, 50 if quick else 200)
+        over = pct([r[1] for r in via], 0.5) - pct([r[1] for r in direct], 0.5)
+        rows.append(f"| LiteLLM overhead total, 1 stream | +{1e3 * over:.2f} ms p50 | "
+                    f"{over / ours['overhead']:.1f}x the gateway's | |")
+        sim.script = LONG
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        results = await load(http, url, body, 64, 1)
+        elapsed = time.perf_counter() - t0
+        rate = sum(r[2] for r in results) / elapsed
+        cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
+        rows.append(f"| LiteLLM throughput, 64 streams | {rate:,.0f} chunks/s (CPU {100 * cpu:.0f}% of one core) | "
+                    f"the gateway relays {ours['throughput'] / rate:.1f}x as many | |")
+    finally:
+        http.headers.pop("Authorization", None)
+        proc.terminate()
+        proc.wait(timeout=30)
+    return rows
+
+
+async def main(quick: bool, litellm: str | None) -> None:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})  # load generator and simulator on core 0
     sim = LlamaCppSim(SHORT, tokens_per_s=None, n_slots=4096, close_after_stream=False)
@@ -108,6 +160,7 @@ async def main(quick: bool) -> None:
     gw = f"http://127.0.0.1:{port}"
     body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": "fix the typo"}]}
     rows: list[str] = []
+    ours: dict[str, float] = {}
     connector = aiohttp.TCPConnector(limit=0)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
@@ -117,6 +170,8 @@ async def main(quick: bool) -> None:
                                             (256, 4 if not quick else 2)):
                 direct = await load(http, sim.url + "/chat/completions", body, concurrency, per_worker)
                 via = await load(http, gw + "/v1/chat/completions", body, concurrency, per_worker)
+                if concurrency == 1:
+                    ours["overhead"] = pct([r[1] for r in via], 0.5) - pct([r[1] for r in direct], 0.5)
                 for name, i in (("TTFB", 0), ("total", 1)):
                     d50, d99 = pct([r[i] for r in direct], 0.5), pct([r[i] for r in direct], 0.99)
                     g50, g99 = pct([r[i] for r in via], 0.5), pct([r[i] for r in via], 0.99)
@@ -131,6 +186,7 @@ async def main(quick: bool) -> None:
                 elapsed = time.perf_counter() - t0
                 cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
                 chunks = sum(r[2] for r in results)
+                ours["throughput"] = chunks / elapsed
                 rows.append(f"| throughput {name}, 64 streams x {len(results) // 64} | {chunks / elapsed:,.0f} "
                             f"chunks/s | gateway CPU {100 * cpu:.0f}% of one core | |")
             # 3. Memory: RSS idle, then with many slowly dripping streams open.
@@ -151,6 +207,11 @@ async def main(quick: bool) -> None:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await asyncio.sleep(0.5)
+            # 4. The peer, optional: LiteLLM's proxy against the same simulator, same run.
+            if litellm:
+                rows += await peer(http, litellm, sim, body, workdir, quick, ours)
+            else:
+                rows.append("| LiteLLM | not run (pass --litellm PATH/TO/litellm) | | |")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -166,4 +227,6 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--litellm", help="path to the litellm proxy command, in its own venv")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.litellm))
