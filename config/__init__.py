@@ -8,12 +8,14 @@ from .schema import (
     BACKEND_KINDS,
     CLOUD_DEFAULT,
     LOCAL_DEFAULT,
+    AuthConfig,
     BackendConfig,
     BackendsConfig,
     BudgetConfig,
     ClassifierConfig,
     GatewayConfig,
     LedgerConfig,
+    LimitsConfig,
     ListenConfig,
     LoggingConfig,
     ModelsConfig,
@@ -22,6 +24,8 @@ from .schema import (
 )
 
 __all__ = [
+    "AuthConfig",
+    "LimitsConfig",
     "BACKEND_KINDS",
     "CLOUD_DEFAULT",
     "LOCAL_DEFAULT",

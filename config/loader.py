@@ -94,6 +94,8 @@ def redacted(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, fld.name)
         if attrs.has(type(value)):
             out[fld.name] = redacted(value)
+        elif fld.metadata.get("secret") and isinstance(value, tuple):
+            out[fld.name] = ["***" if v else "" for v in value]
         elif fld.metadata.get("secret"):
             out[fld.name] = "***" if value else ""
         elif isinstance(value, dict):

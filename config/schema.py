@@ -64,10 +64,44 @@ def field(default: Any, doc: str, check: Check | None = None, secret: bool = Fal
     return attrs.field(default=default, metadata=meta)
 
 
+LOOPBACK = ("127.", "::1", "localhost")
+
+
 @attrs.frozen
 class ListenConfig:
     host: str = field("127.0.0.1", "Address the gateway binds to.", non_empty)
     port: int = field(8000, "TCP port the gateway listens on.", port)
+    allow_open_bind: bool = field(False, "Allow a non-loopback bind with no auth.keys (a deliberate choice).")
+
+    @property
+    def loopback(self) -> bool:
+        return self.host.startswith(LOOPBACK) or self.host == "[::1]"
+
+
+@attrs.frozen
+class AuthConfig:
+    """Gateway access keys: when any is set, /v1/* needs ``Authorization: Bearer <key>``."""
+
+    keys: tuple = field((), "Accepted gateway keys; use ${ENV_VAR}. Empty entries are ignored.", secret=True)
+    protect_health: bool = field(False, "Require a key for /health too.")
+    protect_metrics: bool = field(False, "Require a key for /metrics too.")
+
+    @property
+    def active_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in self.keys if k)
+
+
+@attrs.frozen
+class LimitsConfig:
+    """Caps that protect the gateway and the owner's cloud budget; each answers 4xx or 429."""
+
+    max_messages: int = field(5000, "Most messages one request may carry.", positive)
+    max_prompt_chars: int = field(8_000_000, "Most characters of message text one request may carry.", positive)
+    max_streams: int = field(512, "Concurrent streaming requests, all clients together.", positive)
+    max_streams_per_key: int = field(64, "Concurrent streaming requests per gateway key (or per client address).",
+                                     positive)
+    requests_per_minute_per_key: int = field(600, "Requests per minute per gateway key (or client address).",
+                                             positive)
 
 
 @attrs.frozen
@@ -262,6 +296,8 @@ class LoggingConfig:
 @attrs.frozen
 class GatewayConfig:
     listen: ListenConfig = field(ListenConfig(), "Where the gateway listens.")
+    auth: AuthConfig = field(AuthConfig(), "Who may use the gateway.")
+    limits: LimitsConfig = field(LimitsConfig(), "Request and concurrency caps.")
     backends: BackendsConfig = field(BackendsConfig(), "Upstreams by role.")
     models: ModelsConfig = field(ModelsConfig(), "Model ids served on /v1/models.")
     routing: RoutingConfig = field(RoutingConfig(), "How requests pick a backend.")
@@ -286,6 +322,10 @@ class GatewayConfig:
         only = {"local_only": "local", "cloud_only": "cloud"}.get(self.routing.strategy)
         if only and not self.backend(only).enabled:
             problems.append(("routing.strategy", f"is {self.routing.strategy}, but backend {only!r} is disabled"))
+        if not self.listen.loopback and not self.auth.active_keys and not self.listen.allow_open_bind:
+            problems.append(("listen.host", f"{self.listen.host} is reachable from other machines and no auth.keys "
+                             "are set: anyone could spend your cloud budget. Set auth.keys, or set "
+                             "listen.allow_open_bind: true to do this deliberately"))
         if not (self.backends.local.enabled or self.backends.cloud.enabled):
             problems.append(("backends", "at least one backend must be enabled"))
         return problems

@@ -29,17 +29,18 @@ from gateway.keys import (
     CLOCK,
     CONFIG,
     HEALTH,
-    LIVE,
+    LIMITS,
     MODEL_IDS,
     REGISTRY,
     REQUEST_ID,
     ROUTER,
     STARTED,
     WALL_CLOCK,
-    Live,
 )
 from gateway.ledger import Ledger
+from gateway.limits import Limits
 from gateway.metrics import Metrics
+from gateway.security import auth_middleware
 from routing import REASONS, Router, TokenCounter
 
 
@@ -52,7 +53,7 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     tiktoken's cl100k_base loaded offline, or the calibrated estimate. ``wall_clock`` dates
     ledger rows and budget periods (UTC); ``clock`` times everything else."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
         # aiohttp answers 413 itself past this size; the error middleware gives it our shape.
         client_max_size=cfg.server.max_body_bytes,
     )
@@ -61,7 +62,7 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     app[WALL_CLOCK] = wall_clock
     app[STARTED] = wall_clock()
     app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
-    app[LIVE] = Live()
+    app[LIMITS] = Limits(cfg, clock)
     roles = [r for r in ("local", "cloud") if cfg.backend(r).enabled]
     app[MODEL_IDS] = {model: role for model, role in cfg.model_ids().items() if role is None or role in roles}
     counter = token_counter or TokenCounter.default()
@@ -121,7 +122,7 @@ def _gauges(app: web.Application) -> dict[str, Any]:
         "ratelimits": {name: {w: rl.remaining for w, rl in b.rate_limits.items()}
                        for name, b in router.backends.items()},
         "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},
-        "streams": app[LIVE].streams,
+        "streams": app[LIMITS].total_streams,
     }
 
 

@@ -15,7 +15,19 @@ from aiohttp import web
 
 from backends import BackendError
 from gateway.errors import InvalidRequest, ModelNotFound, NoBackend, json_response
-from gateway.keys import ACCOUNTANT, CLOCK, CONFIG, HEALTH, LIVE, MODEL_IDS, REQUEST_ID, ROUTER, STARTED, WALL_CLOCK
+from gateway.keys import (
+    ACCOUNTANT,
+    CLIENT,
+    CLOCK,
+    CONFIG,
+    HEALTH,
+    LIMITS,
+    MODEL_IDS,
+    REQUEST_ID,
+    ROUTER,
+    STARTED,
+    WALL_CLOCK,
+)
 from gateway.sse import StreamRelay
 from gateway.stats import stats
 from gateway.validation import parse_chat_request
@@ -31,7 +43,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cfg, clock = app[CONFIG], app[CLOCK]
     started = clock()
     rid = request[REQUEST_ID]
-    chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"))
+    limits = app[LIMITS]
+    limits.admit(request[CLIENT])
+    chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"), cfg.limits)
     strategy = _strategy(request, chat.model or cfg.models.routed)
     router = app[ROUTER]
     try:
@@ -59,17 +73,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
         return asyncio.shield(accountant.record(row))
     status, error = "error", None
-    live = app[LIVE]
     try:
         if chat.stream:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
                                 include_usage=chat.include_usage, clock=clock,
                                 before_done=lambda: account("ok"))
-            live.streams += 1
             try:
-                await relay.run(router.stream(route, chat.body))
+                with limits.stream_slot(request[CLIENT]):
+                    await relay.run(router.stream(route, chat.body))
             finally:
-                live.streams -= 1
                 status = relay.outcome.status
                 error = type(relay.outcome.error).__name__ if relay.outcome.error else None
             assert relay.response is not None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-import attrs
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from config import GatewayConfig
 from gateway.accounting import Accountant
 from gateway.health import HealthMonitor
+from gateway.limits import Limits
 from routing import Router
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -23,14 +23,8 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 ACCOUNTANT = web.AppKey("accountant", Accountant)
 
 
-@attrs.define
-class Live:
-    """Counts that change per request (read by the metrics gauges)."""
-
-    streams: int = 0
-
-
-LIVE = web.AppKey("live", Live)
+LIMITS = web.AppKey("limits", Limits)
+CLIENT = web.RequestKey("client", str)  # "key#N" or "addr:<ip>": never the key itself
 # model id -> pinned role, or None for the routed id; only ids of enabled backends.
 MODEL_IDS = web.AppKey("model_ids", dict[str, str | None])
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import orjson
 
+from config.schema import LimitsConfig
 from gateway.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -39,7 +40,7 @@ class ChatRequest:
     include_usage: bool  # the client asked for the usage chunk
 
 
-def parse_chat_request(raw: bytes, content_type: str | None) -> ChatRequest:
+def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None) -> ChatRequest:
     if content_type and not _is_json(content_type):
         raise InvalidRequest(f"Content-Type must be application/json (got {content_type!r})",
                              code="unsupported_media_type", status=415)
@@ -50,6 +51,8 @@ def parse_chat_request(raw: bytes, content_type: str | None) -> ChatRequest:
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {_kind(body)}", code="invalid_body")
     _check_messages(body.get("messages"))
+    if limits is not None:
+        _check_size(body["messages"], limits)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest(f"model must be a string, not {_kind(model)}", param="model",
@@ -93,6 +96,22 @@ def _check_messages(messages: Any) -> None:
             raise InvalidRequest(f"{where}.role {role!r} is not one of {', '.join(sorted(ROLES))}",
                                  param=f"{where}.role", code="invalid_value")
         _check_content(message.get("content"), role, f"{where}.content")
+
+
+def _check_size(messages: list[Any], limits: LimitsConfig) -> None:
+    if len(messages) > limits.max_messages:
+        raise InvalidRequest(f"too many messages: {len(messages)} (at most {limits.max_messages})",
+                             param="messages", code="too_many_messages")
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p.get("text"), str))
+    if chars > limits.max_prompt_chars:
+        raise InvalidRequest(f"the messages hold {chars} characters (at most {limits.max_prompt_chars})",
+                             param="messages", code="prompt_too_large", status=413)
 
 
 def _check_content(content: Any, role: str, where: str) -> None:

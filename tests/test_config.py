@@ -237,7 +237,8 @@ def test_all_problems_reported_together_by_path() -> None:
         "backends.local.enabled": "expected boolean (true/false), got string 'true'",
         "routing": "expected a mapping of keys, got string 'local'",
         "logging.level": "expected string, got null",
-        "bogus": "unknown key (expected one of: listen, backends, models, routing, budget, ledger, server, logging)",
+        "bogus": "unknown key (expected one of: listen, auth, limits, backends, models, routing, budget, "
+                 "ledger, server, logging)",
     }
     assert len(err.problems) == len(found)
     text = str(err)
@@ -332,7 +333,7 @@ def test_redaction_never_shows_secrets() -> None:
     assert plain["backends"]["cloud"]["api_key"] == "***"
     assert plain["backends"]["local"]["api_key"] == ""
     assert plain["backends"]["cloud"]["headers"] == {"Authorization": "***", "X-Team": "core"}
-    assert plain["listen"] == {"host": "127.0.0.1", "port": 8000}
+    assert plain["listen"] == {"host": "127.0.0.1", "port": 8000, "allow_open_bind": False}
     assert redacted(cfg)["backends"]["cloud"]["model"] == "zai-glm-4.7"
 
 
@@ -347,10 +348,10 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     assert rows["backends.local.supports_prefill"][0] == "true"
     assert rows["backends.cloud.headers"][0] == "{}"
     assert all(doc for _, doc in rows.values())
-    # listen 2, backends 2 x BackendConfig, models 3, routing (+ classifier), budget 3, ledger 1,
-    # server 3, logging 5
+    # listen 3, auth 3, limits 5, backends 2 x BackendConfig, models 3, routing (+ classifier),
+    # budget 3, ledger 1, server 3, logging 5
     routing = len(attrs.fields(RoutingConfig)) - 1 + len(attrs.fields(ClassifierConfig))
-    assert len(rows) == 2 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 1 + 3 + 5
+    assert len(rows) == 3 + 3 + 5 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 1 + 3 + 5
 
 
 def test_readme_config_reference_is_up_to_date() -> None:
@@ -358,3 +359,14 @@ def test_readme_config_reference_is_up_to_date() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert render(readme) == readme, "run: python -m config.reference README.md"
+
+
+def test_open_bind_without_keys_is_refused_naming_the_setting() -> None:
+    found = problems("listen: {host: 0.0.0.0}")
+    assert list(found) == ["listen.host"]
+    assert "listen.allow_open_bind" in found["listen.host"] and "auth.keys" in found["listen.host"]
+    assert parse("listen: {host: 0.0.0.0, allow_open_bind: true}").listen.host == "0.0.0.0"
+    cfg = parse("listen: {host: 0.0.0.0}\nauth: {keys: ['${KEY}']}", env={"KEY": "gw-secret-key-123"})
+    assert cfg.auth.active_keys == ("gw-secret-key-123",)
+    assert "gw-secret-key-123" not in dump_yaml(cfg)
+    assert parse("listen: {host: '::1'}").listen.loopback
