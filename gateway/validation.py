@@ -92,7 +92,7 @@ def _check_messages(messages: Any) -> None:
         if role is None:
             raise InvalidRequest(f"{where}.role is required", param=f"{where}.role",
                                  code="missing_required_parameter")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(f"{where}.role {role!r} is not one of {', '.join(sorted(ROLES))}",
                                  param=f"{where}.role", code="invalid_value")
         _check_content(message.get("content"), role, f"{where}.content")

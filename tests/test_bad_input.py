@@ -22,6 +22,8 @@ CASES = [
      "messages[0]"),
     ("role missing", orjson.dumps({**OK, "messages": [{"content": "hi"}]}), "application/json", 400,
      "messages[0].role"),
+    ("role not a string", orjson.dumps({**OK, "messages": [{"role": [], "content": "hi"}]}), "application/json", 400,
+     "messages[0].role"),
     ("unknown role", orjson.dumps({**OK, "messages": [{"role": "wizard", "content": "hi"}]}),
      "application/json", 400, "messages[0].role"),
     ("content a number", orjson.dumps({**OK, "messages": [{"role": "user", "content": 42}]}),
