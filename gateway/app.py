@@ -35,12 +35,14 @@ from gateway.keys import (
     REQUEST_ID,
     ROUTER,
     STARTED,
+    STREAMS,
     WALL_CLOCK,
 )
 from gateway.ledger import Ledger
 from gateway.limits import Limits
 from gateway.metrics import Metrics
 from gateway.security import auth_middleware
+from gateway.sse import ActiveStreams
 from routing import REASONS, Router, TokenCounter
 
 
@@ -63,6 +65,7 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     app[STARTED] = wall_clock()
     app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
     app[LIMITS] = Limits(cfg, clock)
+    app[STREAMS] = ActiveStreams()
     roles = [r for r in ("local", "cloud") if cfg.backend(r).enabled]
     app[MODEL_IDS] = {model: role for model, role in cfg.model_ids().items() if role is None or role in roles}
     counter = token_counter or TokenCounter.default()

@@ -16,8 +16,10 @@ from aiohttp import web
 
 from config import ConfigError, GatewayConfig, dump_yaml, load_config
 from gateway.app import create_app
+from gateway.keys import STREAMS
 from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
+from gateway.sse import ActiveStreams
 
 log = logging.getLogger("gateway")
 
@@ -76,7 +78,9 @@ def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> 
 
 
 async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then stop taking requests and let streams finish."""
+    """Serve until SIGTERM/SIGINT. Then: stop accepting connections, give in-flight requests
+    ``server.shutdown_grace_s`` to finish, end streams still running with an error event (never
+    a silent close, which a client would take for a complete answer), flush the ledger."""
     app = create_app(cfg)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=cfg.server.shutdown_grace_s)
@@ -96,10 +100,26 @@ async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]
             await ready(url)
         await stop.wait()
         log.info("shutting down: finishing in-flight requests (grace %ss)", cfg.server.shutdown_grace_s)
+        await site.stop()  # no new connections; requests in flight go on
+        await _drain(app[STREAMS], cfg.server.shutdown_grace_s)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+
+
+async def _drain(streams: ActiveStreams, grace: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while len(streams) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if len(streams):
+        log.warning("grace period over: ending %d stream(s) with an error event", len(streams))
+        streams.abort_all("the gateway is shutting down; retry the request")
+        for _ in range(100):
+            if not len(streams):
+                break
+            await asyncio.sleep(0.02)
 
 
 def _describe(cfg: GatewayConfig, role: str) -> str:

@@ -26,6 +26,7 @@ from gateway.keys import (
     REQUEST_ID,
     ROUTER,
     STARTED,
+    STREAMS,
     WALL_CLOCK,
 )
 from gateway.sse import StreamRelay
@@ -77,13 +78,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if chat.stream:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
                                 include_usage=chat.include_usage, clock=clock,
-                                before_done=lambda: account("ok"))
+                                before_done=lambda: account("ok"), active=app[STREAMS])
             try:
                 with limits.stream_slot(request[CLIENT]):
                     await relay.run(router.stream(route, chat.body))
             finally:
                 status = relay.outcome.status
                 error = type(relay.outcome.error).__name__ if relay.outcome.error else None
+                if relay.aborted:
+                    error = "Shutdown"
             assert relay.response is not None
             return relay.response
         data = await router.complete(route, chat.body)
@@ -96,7 +99,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         status, error = "error", type(exc).__name__
         raise
     except asyncio.CancelledError:
-        status = "cancelled"
+        if not chat.stream:  # a stream's outcome says itself whether it was cancelled or aborted
+            status = "cancelled"
         raise
     finally:
         if not recorded:

@@ -11,6 +11,7 @@ from config import GatewayConfig
 from gateway.accounting import Accountant
 from gateway.health import HealthMonitor
 from gateway.limits import Limits
+from gateway.sse import ActiveStreams
 from routing import Router
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -24,6 +25,7 @@ ACCOUNTANT = web.AppKey("accountant", Accountant)
 
 
 LIMITS = web.AppKey("limits", Limits)
+STREAMS = web.AppKey("streams", ActiveStreams)
 CLIENT = web.RequestKey("client", str)  # "key#N" or "addr:<ip>": never the key itself
 # model id -> pinned role, or None for the routed id; only ids of enabled backends.
 MODEL_IDS = web.AppKey("model_ids", dict[str, str | None])

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from backends import BackendError, Chunk
-from gateway.errors import backend_error_body
+from gateway.errors import backend_error_body, error_body
 
 DONE = b"data: [DONE]\n\n"
 
@@ -40,6 +40,21 @@ class RelayResponse(EventSourceResponse):
         # One write per event; JSON payloads never contain a raw newline, so no line
         # splitting is needed (aiohttp-sse's send() would re-encode every event).
         await self.write(b"data: " + payload + b"\n\n")
+
+
+class ActiveStreams:
+    """The relays in flight, so a shutdown can end them properly: with an error event, never a
+    silent close that a client would take for a complete answer."""
+
+    def __init__(self) -> None:
+        self.relays: set[StreamRelay] = set()
+
+    def __len__(self) -> int:
+        return len(self.relays)
+
+    def abort_all(self, reason: str) -> None:
+        for relay in list(self.relays):
+            relay.abort(reason)
 
 
 @attrs.define
@@ -68,7 +83,8 @@ class StreamRelay:
 
     def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
                  include_usage: bool, clock: Any = time.monotonic,
-                 before_done: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 before_done: Callable[[], Awaitable[Any]] | None = None,
+                 active: ActiveStreams | None = None) -> None:
         self.request = request
         self.served = served
         self.headers = headers
@@ -78,12 +94,24 @@ class StreamRelay:
         # Runs after the last chunk and before [DONE]: the accounting write, so a client never
         # holds a complete answer that the ledger could still lose.
         self.before_done = before_done
+        self.active = active
+        self.task: asyncio.Task[Any] | None = None
+        self.aborted: str | None = None
         self.response: RelayResponse | None = None
         self.outcome = StreamOutcome()
+
+    def abort(self, reason: str) -> None:
+        """End this stream from outside (shutdown): an error event, then the upstream is closed."""
+        self.aborted = reason
+        if self.task is not None:
+            self.task.cancel()
 
     async def run(self, chunks: AsyncIterator[Chunk]) -> StreamOutcome:
         """Relay until the end. Raises the BackendError if it happens before any byte was sent."""
         started = self.clock()
+        self.task = asyncio.current_task()
+        if self.active is not None:
+            self.active.relays.add(self)
         async with contextlib.aclosing(chunks) as upstream:
             try:
                 first = await self._first(upstream)
@@ -103,8 +131,13 @@ class StreamRelay:
                 await self._send_error(exc)
             except (asyncio.CancelledError, ConnectionResetError):
                 self.outcome.status = "cancelled"
+                if self.aborted and self.response is not None:
+                    self.outcome.status = "error"
+                    await self._send_body(error_body(self.aborted, "service_unavailable", None, "shutting_down"))
                 raise
             finally:
+                if self.active is not None:
+                    self.active.relays.discard(self)
                 if self.response is not None:
                     self.response.stop_streaming()  # end aiohttp-sse's ping task now
         return self.outcome
@@ -173,7 +206,11 @@ class StreamRelay:
         self.outcome.status = "ok"
 
     async def _send_error(self, exc: BackendError) -> None:
+        await self._send_body(backend_error_body(exc))
+
+    async def _send_body(self, body: dict[str, Any]) -> None:
+        """One final error event, then the end: no [DONE], so it cannot pass for complete."""
         assert self.response is not None
         with contextlib.suppress(ConnectionResetError):
-            await self.response.send_data(orjson.dumps(backend_error_body(exc)))
+            await self.response.send_data(orjson.dumps(body))
             await self.response.write_eof()

@@ -141,3 +141,54 @@ def test_bad_config_path_is_a_clear_error(args):
     out = run_cli(*args)
     assert out.returncode == 2
     assert "/nonexistent/gw.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_sigterm_finishes_short_streams_and_ends_long_ones_with_an_error(tmp_path: Path, http):
+    from backends.sim import LlamaCppSim, Script
+    from tests.conftest import read_sse
+
+    sim = LlamaCppSim(Script(content=" ".join(f"word{i}" for i in range(200))), tokens_per_s=20)
+    await sim.start()
+    port = free_port()
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"""
+listen: {{port: {port}}}
+backends:
+  local: {{base_url: "{sim.url}"}}
+  cloud: {{enabled: false}}
+server: {{shutdown_grace_s: 1.5}}
+logging: {{file: ""}}
+ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
+""")
+    proc = cli("serve", "--config", str(config))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(http, url, proc)
+
+        async def stream(max_tokens: int) -> list:
+            body = {"model": "glm-4.7-local", "stream": True, "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": f"count {max_tokens}"}]}
+            async with http.post(url + "/v1/chat/completions", json=body) as resp:
+                return (await read_sse(resp))[0]
+
+        short = asyncio.ensure_future(stream(20))  # ~1 s: finishes within the grace period
+        long = asyncio.ensure_future(stream(150))  # ~7.5 s: does not
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        with pytest.raises(OSError):  # no new connections once shutdown began
+            async with http.get(url + "/health"):
+                pass
+        short_events, long_events = await short, await long
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await sim.stop()
+    assert proc.returncode == 0, stderr
+    assert short_events[-1] == "[DONE]"
+    assert "[DONE]" not in long_events and long_events[-1]["error"]["code"] == "shutting_down"
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "ledger.sqlite3").execute("SELECT status FROM requests").fetchall()
+    assert sorted(r[0] for r in rows) == ["error", "ok"]  # both recorded: the ledger was flushed
