@@ -7,6 +7,7 @@ Errors are raised, never swallowed here (only noted for accounting on the way ou
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -171,8 +172,16 @@ async def health(request: web.Request) -> web.Response:
         "token_counter": router.counter.method,
         "backends": backends,
         "budget": budget.report(),
+        "runtime": _runtime(app),
         "ledger": {"path": ledger.path, "write_errors": ledger.write_errors, "unwritten_rows": ledger.pending},
     })
+
+
+def _runtime(app: web.Application) -> dict[str, Any]:
+    """Live tasks and streams, so a leak shows on /health (the soak runner watches these)."""
+    tasks = asyncio.all_tasks()
+    kinds = collections.Counter(getattr(t.get_coro(), "__qualname__", "?") for t in tasks)
+    return {"tasks": len(tasks), "tasks_by_kind": dict(kinds.most_common(8)), "streams": len(app[STREAMS])}
 
 
 async def get_stats(request: web.Request) -> web.Response:
