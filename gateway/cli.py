@@ -74,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> GatewayConfig:
     listen = attrs.evolve(cfg.listen, **{k: v for k, v in (("host", host), ("port", port)) if v})
-    return attrs.evolve(cfg, listen=listen)
+    cfg = attrs.evolve(cfg, listen=listen)
+    problems = cfg.cross_checks()  # --host 0.0.0.0 must meet the same rules as the file
+    if problems:
+        raise ConfigError(problems, "command line")
+    return cfg
 
 
 async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]] | None = None) -> None:

@@ -82,6 +82,10 @@ def test_binding_beyond_loopback_without_keys_is_refused(tmp_path: Path):
                          capture_output=True, text=True, env=env_with(), timeout=30)
     assert out.returncode == 2
     assert "listen.allow_open_bind" in out.stderr and "auth.keys" in out.stderr and "Traceback" not in out.stderr
+    # The command-line override meets the same rule.
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--host", "0.0.0.0", "--port",
+                          str(free_port())], capture_output=True, text=True, env=env_with(), timeout=30)
+    assert out.returncode == 2 and "listen.allow_open_bind" in out.stderr
 
 
 async def test_message_count_and_prompt_size_limits(gateway_factory, http):
