@@ -22,8 +22,13 @@ MAX_OPEN_S = 30.0
 
 
 class CircuitBreaker:
-    """Opens after ``failures`` consecutive failures; after ``open_s`` one trial request may go
-    (half-open); success closes it, failure re-opens it for twice as long (at most 30 s).
+    """Opens when, among the last ``WINDOW`` outcomes, at least ``failures`` failed and they are
+    at least half; after ``open_s`` one trial request may go (half-open); success closes it,
+    failure re-opens it for twice as long (at most 30 s).
+
+    A failure *rate*, not a run of consecutive failures: under concurrency a healthy backend
+    with a few percent of errors strings three failures together every few seconds, and a
+    consecutive-count breaker would keep taking it out of service (the soak showed it).
 
     >>> b = CircuitBreaker(failures=3, open_s=10)
     >>> for t in (0, 1, 2): b.record_failure(t)
@@ -31,13 +36,20 @@ class CircuitBreaker:
     ('open', False, 'half_open', True)
     """
 
+    WINDOW = 20
+
     def __init__(self, failures: int, open_s: float) -> None:
         self.threshold = failures
         self.base_open_s = min(open_s, MAX_OPEN_S)
         self.open_s = self.base_open_s
-        self.failures = 0
+        self.outcomes: collections.deque[bool] = collections.deque(maxlen=self.WINDOW)  # True = failed
         self.opened_at: float | None = None
         self.trial_at: float | None = None
+
+    @property
+    def failures(self) -> int:
+        """Failures among the recent outcomes."""
+        return sum(self.outcomes)
 
     def state(self, now: float) -> str:
         if self.opened_at is None:
@@ -61,15 +73,22 @@ class CircuitBreaker:
             self.trial_at = now
 
     def record_success(self, now: float) -> None:
-        self.failures, self.opened_at, self.trial_at, self.open_s = 0, None, None, self.base_open_s
+        if self.opened_at is not None:  # the trial (or a straggler) worked: start afresh
+            self.outcomes.clear()
+            self.opened_at, self.trial_at, self.open_s = None, None, self.base_open_s
+        self.outcomes.append(False)
 
     def record_failure(self, now: float) -> None:
-        self.failures += 1
         state = self.state(now)
         if state == HALF_OPEN:
             self.open_s = min(self.open_s * 2, MAX_OPEN_S)
             self.opened_at, self.trial_at = now, None
-        elif state == CLOSED and self.failures >= self.threshold:
+            return
+        if state == OPEN:
+            return  # a request that started before the circuit opened
+        self.outcomes.append(True)
+        failed = self.failures
+        if failed >= self.threshold and 2 * failed >= len(self.outcomes):
             self.opened_at, self.trial_at = now, None
 
     def probe_ok(self, now: float) -> None:
@@ -216,7 +235,7 @@ class BackendStates:
             cooling = self.cooling_until.get(name)
             out[name] = {
                 "breaker": breaker.state(now),
-                "consecutive_failures": breaker.failures,
+                "recent_failures": breaker.failures,
                 "cooldown_s": round(cooling - now, 1) if cooling and cooling > now else 0,
                 "context_window": self.context_window(name),
             }

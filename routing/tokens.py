@@ -35,7 +35,7 @@ ENCODING_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b
 CHARS_PER_TOKEN = 3.7
 MESSAGE_OVERHEAD = 4  # role and separators per message in chat templates
 IMAGE_TOKENS = 765  # a high-detail 512px tile, as OpenAI counts it
-CACHE_SIZE = 50_000
+CACHE_SIZE = 20_000  # messages; a few hundred Cline conversations, ~3 MB
 FINGERPRINT_CHARS = 64
 
 
@@ -104,7 +104,7 @@ class TokenCounter:
     def __init__(self, count: Callable[[str], int] | None = None, method: str | None = None) -> None:
         self._count = count or estimate
         self.method = method or ("custom" if count else f"estimate:{CHARS_PER_TOKEN}chars/token")
-        self._cache: collections.OrderedDict[tuple[Any, ...], int] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[int, int] = collections.OrderedDict()
 
     @classmethod
     def default(cls) -> TokenCounter:
@@ -130,10 +130,11 @@ class TokenCounter:
         # resends ~100 messages per turn and hashing 500 kB every turn would cost more than
         # the whole routing budget. History is append-only, so a collision needs two messages
         # of equal length with equal ends, and would only blur an estimate.
+        # The cache keeps a 64-bit hash, not the text or its slices: entries stay ~150 bytes.
         if len(text) > 2 * FINGERPRINT_CHARS:
-            key: tuple[Any, ...] = (len(text), text[:FINGERPRINT_CHARS], text[-FINGERPRINT_CHARS:])
+            key = hash((len(text), text[:FINGERPRINT_CHARS], text[-FINGERPRINT_CHARS:]))
         else:
-            key = (text,)
+            key = hash(text)
         tokens = self._cache.get(key)
         if tokens is not None:
             self._cache.move_to_end(key)

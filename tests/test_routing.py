@@ -197,7 +197,7 @@ async def test_health_shows_breaker_cooldown_and_rate_limits(gateway, http, clie
     async with http.get(gateway.make_url("/health")) as resp:
         health = await resp.json()
     cloud = health["backends"]["cloud"]
-    assert cloud["breaker"] == "closed" and cloud["consecutive_failures"] == 1
+    assert cloud["breaker"] == "closed" and cloud["recent_failures"] == 1
     assert 40 < cloud["cooldown_s"] <= 45
     assert cloud["rate_limits"]["tokens-minute"]["limit"] == cloud_sim.bucket.capacity
     assert health["token_counter"] == "tiktoken:cl100k_base"

@@ -206,6 +206,21 @@ def test_breaker_opens_half_opens_and_closes():
     assert b.state(34) == CLOSED and b.failures == 0
 
 
+def test_breaker_ignores_sparse_failures_among_successes():
+    b = CircuitBreaker(failures=3, open_s=10)
+    for t in range(20):
+        b.record_success(t)
+    for t in range(20, 120):  # ~13% errors, three of them back to back now and then
+        b.record_failure(t) if t % 10 in (0, 1) or t % 33 == 2 else b.record_success(t)
+        assert b.state(t) == CLOSED
+    for t in range(120, 123):  # then it really dies
+        b.record_failure(t)
+    assert b.state(123) == CLOSED  # these plus the recent ones are still under half the window
+    for t in range(123, 135):
+        b.record_failure(t)
+    assert b.state(135) == OPEN
+
+
 def test_breaker_open_time_never_exceeds_30s_and_probe_reopens_early():
     b = CircuitBreaker(failures=1, open_s=25)
     t = 0.0
