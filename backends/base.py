@@ -106,8 +106,7 @@ class Backend:
         # No connection cap: every client stream holds one upstream connection, and a
         # silent cap (aiohttp's default is 100) would queue streams invisibly.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=cls.keepalive_timeout_s)
-        return aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                     json_serialize=lambda o: orjson.dumps(o).decode())
+        return aiohttp.ClientSession(connector=connector)
 
     # --- declared capabilities -------------------------------------------------------------
     @property

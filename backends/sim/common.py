@@ -338,6 +338,9 @@ class SimServer:
         return self._url
 
     # -- faults and the request log --------------------------------------------------------
+    def queued_faults(self) -> int:
+        return len(self._faults)
+
     def live_requests(self) -> int:
         """Chat requests in flight now (they are recorded in ``requests`` only when they end)."""
         return len(self._live)

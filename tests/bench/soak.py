@@ -32,17 +32,22 @@ PROMPTS = ["Fix the typo in the readme", "Refactor the scheduler architecture an
            "Rename the variable", "Explain this line"]
 
 
-def faults(rng: random.Random) -> list[Fault | None]:
-    """Mostly healthy requests; the rest each get one named fault."""
-    return [None] * 60 + [Fault.stall_after(rng.randint(1, 40), 3.0), Fault.cut_after(rng.randint(1, 40)),
-                          Fault.malformed_after(rng.randint(1, 40)), Fault.http_error(429, retry_after=0.5),
-                          Fault.http_error(503), Fault.reset_before_headers(), Fault.slow_first_token(4.0)]
+def faults(rng: random.Random, cloud: bool) -> list[Fault | None]:
+    """Mostly healthy requests; the rest each get one named fault. Only the cloud answers 429:
+    llama-server queues requests instead (protocols §2.10)."""
+    bad = [Fault.stall_after(rng.randint(1, 40), 3.0), Fault.cut_after(rng.randint(1, 40)),
+           Fault.malformed_after(rng.randint(1, 40)), Fault.http_error(503), Fault.reset_before_headers(),
+           Fault.slow_first_token(4.0)]
+    if cloud:
+        bad.append(Fault.http_error(429, retry_after=0.5))
+    return [None] * 60 + bad
 
 
-async def feed(sim, rng: random.Random, stop: asyncio.Event) -> None:
+async def feed(sim, rng: random.Random, stop: asyncio.Event, cloud: bool) -> None:
     while not stop.is_set():
-        if len(sim._faults) < 200:
-            sim.push_faults(*rng.sample(faults(rng), k=len(faults(rng))))
+        if sim.queued_faults() < 200:
+            batch = faults(rng, cloud)
+            sim.push_faults(*rng.sample(batch, k=len(batch)))
         await asyncio.sleep(0.2)
 
 
@@ -110,7 +115,8 @@ ledger: {{path: "{work / 'ledger.sqlite3'}"}}
                 await asyncio.sleep(0.1)
         idle = await (await http.get(url + "/health")).json()
         base_sockets = sockets(proc.pid)
-        feeders = [asyncio.ensure_future(feed(s, rng, stop)) for s in (local, cloud)]
+        feeders = [asyncio.ensure_future(feed(local, rng, stop, cloud=False)),
+                   asyncio.ensure_future(feed(cloud, rng, stop, cloud=True))]
         clients = [asyncio.ensure_future(client(http, url + "/v1/chat/completions", rng, stop, tally))
                    for _ in range(streams)]
         started = time.monotonic()
