@@ -126,7 +126,12 @@ ledger: {{path: "{work / 'ledger.sqlite3'}"}}
             print(f"t={rss[-1][0]:5.0f}s rss={rss[-1][1] / 1024:.1f} MB served={tally['ok']}", flush=True)
         stop.set()
         await asyncio.gather(*clients, *feeders)
-        await asyncio.sleep(20)  # idle keep-alive sockets (15 s) and timers run out
+        # Idle pooled upstream sockets close after the 15 s keep-alive, by a cleanup that runs
+        # on that period: allow two periods before calling anything left over a leak.
+        settled = time.monotonic()
+        while sockets(proc.pid) > base_sockets and time.monotonic() - settled < 40:
+            await asyncio.sleep(1)
+        settle_s = time.monotonic() - settled
         after = await (await http.get(url + "/health")).json()
         stats = await (await http.get(url + "/stats")).json()
         end_sockets = sockets(proc.pid)
@@ -136,14 +141,17 @@ ledger: {{path: "{work / 'ledger.sqlite3'}"}}
     await cloud.stop()
     first = rss[0][1] if rss else 0
     growth = 100 * (rss[-1][1] - first) / first if first else 0.0
+    warm = rss[len(rss) // 5][1] if rss else 0  # after the bounded caches (token counts, sticky) fill
+    warm_growth = 100 * (rss[-1][1] - warm) / warm if warm else 0.0
     total = sum(tally.values())
     print(f"\n# soak: {streams} concurrent streams for {minutes:g} min, random faults on both backends")
     print(f"requests {total}: " + ", ".join(f"{k} {v}" for k, v in tally.most_common()))
     print(f"failovers {stats['since_start']['failovers']}; route reasons {stats['since_start']['route_reasons']}")
-    print(f"RSS MB over time: {[round(r / 1024, 1) for _, r in rss]} (growth after the first sample {growth:+.1f}%)")
+    print(f"RSS MB over time: {[round(r / 1024, 1) for _, r in rss]} (growth from the first sample {growth:+.1f}%, "
+          f"from the end of the first fifth {warm_growth:+.1f}%)")
     print(f"idle before: tasks {idle['runtime']['tasks']}, sockets {base_sockets}; "
           f"after: tasks {after['runtime']['tasks']} {after['runtime']['tasks_by_kind']}, "
-          f"streams {after['runtime']['streams']}, sockets {end_sockets}")
+          f"streams {after['runtime']['streams']}, sockets {end_sockets} ({settle_s:.0f} s after the load stopped)")
 
 
 if __name__ == "__main__":
