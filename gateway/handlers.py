@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from backends import BackendError
-from gateway.errors import InvalidRequest, ModelNotFound, NoBackend, json_response
+from gateway.errors import APIError, InvalidRequest, ModelNotFound, NoBackend, json_response
 from gateway.keys import (
     ACCOUNTANT,
     CLIENT,
@@ -74,6 +74,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
         return asyncio.shield(accountant.record(row))
+
     status, error = "error", None
     try:
         if chat.stream:
@@ -84,8 +85,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 with limits.stream_slot(request[CLIENT]):
                     await relay.run(router.stream(route, chat.body))
             finally:
-                status = relay.outcome.status
-                error = type(relay.outcome.error).__name__ if relay.outcome.error else None
+                if relay.outcome.status != "pending":  # pending: refused before it started
+                    status = relay.outcome.status
+                    error = type(relay.outcome.error).__name__ if relay.outcome.error else None
                 if relay.aborted:
                     error = "Shutdown"
             assert relay.response is not None
@@ -96,7 +98,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await account("ok")
         headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
         return json_response(data, headers=headers)
-    except BackendError as exc:
+    except (BackendError, APIError) as exc:
         status, error = "error", type(exc).__name__
         raise
     except asyncio.CancelledError:

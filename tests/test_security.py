@@ -135,3 +135,6 @@ async def test_concurrent_stream_caps(gateway_factory, http, local_sim):
         assert resp.status == 401  # no key: refused before any limit
     assert await first == 200 and await other == 200
     assert await stream(KEY) == 200  # the slot was given back
+    async with http.get(server.make_url("/stats"), headers={"Authorization": f"Bearer {KEY}"}) as resp:
+        stats = (await resp.json())["since_start"]
+    assert stats["errors"] == {"TooMany": 2} and stats["statuses"] == {"error": 2, "ok": 3}

@@ -164,3 +164,23 @@ async def test_usage_is_stripped_when_client_did_not_ask(http, gateway, cloud_si
     assert not any(isinstance(e, dict) and e.get("usage") for e in events)
     # ...although the gateway always asks upstream (accounting needs it).
     assert cloud_sim.requests[-1].body["stream_options"] == {"include_usage": True}
+
+
+async def test_backends_complete_without_streaming(local_sim, cloud_sim):
+    """The Backend interface's own non-streaming call (the router streams even those, but a
+    backend still knows how), with Cerebras's reasoning normalised."""
+    from backends import Cerebras, LlamaCpp
+    from tests.conftest import make_config
+
+    cfg = make_config(local_sim.url, cloud_sim.url)
+    async with LlamaCpp.make_session() as ls, Cerebras.make_session() as cs:
+        local = LlamaCpp("local", cfg.backends.local, ls)
+        cloud = Cerebras("cloud", cfg.backends.cloud, cs)
+        for backend, sim in ((local, local_sim), (cloud, cloud_sim)):
+            data = await backend.complete({"messages": user(), "max_tokens": 100})
+            message = data["choices"][0]["message"]
+            assert message["content"] == sim.script.content
+            assert message["reasoning_content"] == sim.script.reasoning and "reasoning" not in message
+            assert data["usage"]["completion_tokens"] > 0
+        assert cloud_sim.requests[-1].body["max_completion_tokens"] == 100
+        assert "stream_options" not in cloud_sim.requests[-1].body
