@@ -6,20 +6,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import tempfile
-from typing import Awaitable, Callable, Sequence
+from typing import Sequence
 
 import attrs
-from aiohttp import web
 
 from config import ConfigError, GatewayConfig, dump_yaml, load_config
-from gateway.app import create_app
-from gateway.keys import STREAMS
+from gateway import server
 from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
-from gateway.sse import ActiveStreams
 
 log = logging.getLogger("gateway")
 
@@ -60,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             cfg = _override_listen(load_config(args.config), args.host, args.port)
             setup_logging(cfg)
-            asyncio.run(run_gateway(cfg))
+            asyncio.run(server.serve(cfg, args.config))
             return 0
         asyncio.run(run_demo(args.host, args.port))
         return 0
@@ -79,56 +75,6 @@ def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> 
     if problems:
         raise ConfigError(problems, "command line")
     return cfg
-
-
-async def run_gateway(cfg: GatewayConfig, ready: Callable[[str], Awaitable[None]] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Then: stop accepting connections, give in-flight requests
-    ``server.shutdown_grace_s`` to finish, end streams still running with an error event (never
-    a silent close, which a client would take for a complete answer), flush the ledger."""
-    app = create_app(cfg)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=cfg.server.shutdown_grace_s)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        # Deep accept backlog: a burst of connections must queue, not lose SYNs to a 1 s retransmit.
-        site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port, backlog=1024)
-        await site.start()
-        url = f"http://{cfg.listen.host}:{cfg.listen.port}"
-        log.info("glm-token-saver listening on %s (local=%s, cloud=%s)", url,
-                 _describe(cfg, "local"), _describe(cfg, "cloud"))
-        if ready is not None:
-            await ready(url)
-        await stop.wait()
-        log.info("shutting down: finishing in-flight requests (grace %ss)", cfg.server.shutdown_grace_s)
-        await site.stop()  # no new connections; requests in flight go on
-        await _drain(app[STREAMS], cfg.server.shutdown_grace_s)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
-
-
-async def _drain(streams: ActiveStreams, grace: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    while len(streams) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    if len(streams):
-        log.warning("grace period over: ending %d stream(s) with an error event", len(streams))
-        streams.abort_all("the gateway is shutting down; retry the request")
-        for _ in range(100):
-            if not len(streams):
-                break
-            await asyncio.sleep(0.02)
-
-
-def _describe(cfg: GatewayConfig, role: str) -> str:
-    b = cfg.backend(role)
-    return f"{b.kind} {b.base_url} model {b.model}" if b.enabled else "disabled"
 
 
 async def run_demo(host: str, port: int) -> None:
@@ -171,7 +117,7 @@ x-glm-route-reason response headers with curl -i):
 Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}. Ctrl-C stops.
 """, flush=True)
 
-        await run_gateway(cfg, ready=banner)
+        await server.serve(cfg, ready=banner)
     finally:
         await local.stop()
         await cloud.stop()

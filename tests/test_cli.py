@@ -192,3 +192,65 @@ ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
 
     rows = sqlite3.connect(tmp_path / "ledger.sqlite3").execute("SELECT status FROM requests").fetchall()
     assert sorted(r[0] for r in rows) == ["error", "ok"]  # both recorded: the ledger was flushed
+
+
+async def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_on_errors(tmp_path: Path, http):
+    from backends.sim import LlamaCppSim, Script
+    from tests.conftest import read_sse
+
+    sim = LlamaCppSim(Script(content=" ".join(f"word{i}" for i in range(40))), tokens_per_s=20)
+    await sim.start()
+    port = free_port()
+    config = tmp_path / "gw.yaml"
+
+    def write(routed: str, extra: str = "") -> None:
+        config.write_text(f"""
+listen: {{port: {port}}}
+backends:
+  local: {{base_url: "{sim.url}"}}
+  cloud: {{enabled: false}}
+models: {{routed: {routed}}}
+server: {{shutdown_grace_s: 5}}
+logging: {{file: ""}}
+ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
+{extra}""")
+
+    async def model_ids() -> list[str]:
+        async with http.get(url + "/v1/models") as resp:
+            return [m["id"] for m in (await resp.json())["data"]]
+
+    write("glm-4.7")
+    proc = cli("serve", "--config", str(config))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(http, url, proc)
+        body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": "count"}]}
+
+        async def stream() -> list:
+            async with http.post(url + "/v1/chat/completions", json=body) as resp:
+                return (await read_sse(resp))[0]
+
+        in_flight = asyncio.ensure_future(stream())  # ~2 s long: it spans the reload
+        await asyncio.sleep(0.3)
+        write("glm-4.7-next")
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            if "glm-4.7-next" in await model_ids():
+                break
+            await asyncio.sleep(0.1)
+        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local"]
+        events = await in_flight
+        assert events[-1] == "[DONE]"  # the old generation let it finish
+
+        write("glm-4.7-broken", extra="routing: {strategy: fastest}\n")  # not a strategy: invalid
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)
+        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local"]  # the running config stays
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await sim.stop()
+    assert proc.returncode == 0
+    assert "reload refused, keeping the running config" in stderr and "routing.strategy" in stderr
