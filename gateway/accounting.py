@@ -59,6 +59,10 @@ class Budget:
         self.day = self.month = 0.0
         self.alerted: set[str] = set()
 
+    def periods(self) -> tuple[str, str]:
+        """The current UTC day and month, as "YYYY-MM-DD" and "YYYY-MM"."""
+        return self._keys(self.clock())
+
     @staticmethod
     def _keys(ts: float) -> tuple[str, str]:
         d = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
@@ -123,7 +127,7 @@ class Accountant:
 
     async def load(self) -> None:
         """Budgets survive restarts: this UTC day's and month's cloud spend from the ledger."""
-        day, month = self.budget._keys(self.budget.clock())
+        day, month = self.budget.periods()
         rows = await self.ledger.query(
             "SELECT coalesce(sum(CASE WHEN strftime('%Y-%m-%d', ts, 'unixepoch') = ? THEN cloud_cost END), 0),"
             " coalesce(sum(cloud_cost), 0) FROM requests WHERE strftime('%Y-%m', ts, 'unixepoch') = ?",

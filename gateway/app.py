@@ -22,7 +22,7 @@ from backends import BACKEND_KINDS, Backend
 from config import GatewayConfig
 from gateway import handlers
 from gateway.accounting import Accountant, Budget
-from gateway.errors import error_middleware
+from gateway.errors import Handler, error_middleware
 from gateway.health import HealthMonitor
 from gateway.keys import (
     ACCOUNTANT,
@@ -130,7 +130,7 @@ def _gauges(app: web.Application) -> dict[str, Any]:
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: handlers.Handler) -> web.StreamResponse:
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("x-request-id", "")
     # Echo a caller's id only if it is short and plain: it lands in logs and headers.
     rid = incoming if 0 < len(incoming) <= 64 and incoming.replace("-", "").isalnum() else uuid.uuid4().hex

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -36,8 +36,6 @@ from gateway.validation import parse_chat_request
 from routing import NoBackendAvailable
 
 log = logging.getLogger("gateway.request")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import attrs
 import orjson
 
-from routing.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, TokenCounter, message_text
+from routing.tokens import TokenCounter, message_text
 
 TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message)>\s*(.*?)\s*</\1>", re.S)
 TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for [^\]\n]*)?\] Result:")
@@ -52,11 +52,9 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features
     has_images = False
     depth = 0
     for message in messages:
-        text, images = message_text(message)
-        prompt_tokens += counter.count_cached(text) + MESSAGE_OVERHEAD
-        if images:
-            has_images = True
-            prompt_tokens += images * IMAGE_TOKENS
+        tokens, images = counter.count_message(message)
+        prompt_tokens += tokens
+        has_images = has_images or bool(images)
         if message.get("role") == "assistant":
             depth += 1
     tools = body.get("tools")

@@ -244,5 +244,4 @@ class Router:
             self.states.sticky.set(route.features.conversation_key, name, now)
 
     def _usable(self, name: str) -> bool:
-        view = self.states.views({name: self.backends[name].rate_limits}, 0, self.clock())[name]
-        return view.unavailable() is None
+        return self.states.view(name, self.backends[name].rate_limits, 0, self.clock()).unavailable() is None

@@ -188,26 +188,25 @@ class BackendStates:
 
     def views(self, rate_limits: Mapping[str, Mapping[str, RateLimit]], needed_tokens: int,
               now: float) -> dict[str, BackendView]:
-        out = {}
-        for name, bcfg in self.configs.items():
-            until, why = self.cooling_until.get(name), "cooling down after 429"
-            if until is not None and now >= until:
-                until = None
-            limited = ratelimited_until(rate_limits.get(name, {}), needed_tokens,
-                                        self.cfg.ratelimit_reserve, now)
-            if limited is not None and (until is None or limited > until):
-                until, why = limited, "rate limit nearly spent"
-            breaker = self.breakers[name]
-            ends = [t for t in (until, breaker.reopens_at(now)) if t is not None]
-            out[name] = BackendView(
-                name=name, context_window=self.context_window(name), supports_images=bcfg.supports_images,
-                health=self.health[name],
-                breaker=OPEN if not breaker.allows(now) else breaker.state(now),
-                blocked_until=until, blocked_why=why if until is not None else None,
-                over_budget=self.budget(name),
-                retry_at=max(ends) if ends else None,
-            )
-        return out
+        return {name: self.view(name, rate_limits.get(name, {}), needed_tokens, now) for name in self.configs}
+
+    def view(self, name: str, rate_limits: Mapping[str, RateLimit], needed_tokens: int, now: float) -> BackendView:
+        until, why = self.cooling_until.get(name), "cooling down after 429"
+        if until is not None and now >= until:
+            until = None
+        limited = ratelimited_until(rate_limits, needed_tokens, self.cfg.ratelimit_reserve, now)
+        if limited is not None and (until is None or limited > until):
+            until, why = limited, "rate limit nearly spent"
+        breaker = self.breakers[name]
+        ends = [t for t in (until, breaker.reopens_at(now)) if t is not None]
+        return BackendView(
+            name=name, context_window=self.context_window(name), supports_images=self.configs[name].supports_images,
+            health=self.health[name],
+            breaker=OPEN if not breaker.allows(now) else breaker.state(now),
+            blocked_until=until, blocked_why=why if until is not None else None,
+            over_budget=self.budget(name),
+            retry_at=max(ends) if ends else None,
+        )
 
     # --- events --------------------------------------------------------------------------------
     def started(self, name: str, now: float) -> None:

@@ -117,12 +117,12 @@ class TokenCounter:
         return self._count(text) if text else 0
 
     def count_messages(self, messages: Iterable[Any]) -> int:
-        total = 0
-        for message in messages:
-            if isinstance(message, dict):
-                text, images = message_text(message)
-                total += self.count_cached(text) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS
-        return total
+        return sum(self.count_message(m)[0] for m in messages if isinstance(m, dict))
+
+    def count_message(self, message: dict[str, Any]) -> tuple[int, int]:
+        """(tokens, images) of one chat message, counted once per distinct message."""
+        text, images = message_text(message)
+        return self.count_cached(text) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS, images
 
     def count_cached(self, text: str) -> int:
         """``count(text)``, remembered: Cline resends the same messages every turn."""
