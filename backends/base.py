@@ -80,6 +80,7 @@ class Backend:
 
     kind: ClassVar[str] = "openai"
     keepalive_timeout_s: ClassVar[float] = 15.0
+    END_OF_BODY_GRACE_S: ClassVar[float] = 2.0
 
     def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
@@ -89,6 +90,13 @@ class Backend:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s,
             sock_read=cfg.read_timeout_s,
+        )
+        # Streams are watched per delta (routing.watch: first-token and stall timeouts), which
+        # is stricter than a socket-silence timeout; aiohttp's would re-arm a timer per read.
+        watched = max(cfg.first_token_timeout_s, cfg.stall_timeout_s) <= cfg.read_timeout_s
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s,
+            sock_read=None if watched else cfg.read_timeout_s,
         )
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         # Latest rate-limit reading per "<requests|tokens>-<minute|hour|day>" window, for
@@ -169,13 +177,15 @@ class Backend:
         """
         payload = self.upstream_body(body, stream=True)
         with translate_errors(self):
-            resp = await self._send(payload)
+            resp = await self._send(payload, stream=True)
+            complete = False
             try:
                 await self._check(resp)
                 async for chunk in self._events(resp):
                     yield chunk
+                complete = True
             finally:
-                self._finish_stream(resp)
+                self._finish_stream(resp, complete)
 
     async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """One non-streamed completion, normalised."""
@@ -210,12 +220,12 @@ class Backend:
         return Health("ok", "", time.monotonic())
 
     # --- plumbing --------------------------------------------------------------------------
-    async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _send(self, payload: dict[str, Any], stream: bool = False) -> aiohttp.ClientResponse:
         """POST and wait for the response headers, at most ``headers_timeout_s``."""
         deadline = asyncio.timeout(self.cfg.headers_timeout_s)
         try:
             async with deadline:
-                return await self._post(payload)
+                return await self._post(payload, self._stream_timeout if stream else self._timeout)
         except TimeoutError:
             if not deadline.expired():
                 raise  # aiohttp's own socket timeout: translate_errors reports it
@@ -223,16 +233,24 @@ class Backend:
                 self.name, f"{self.name} sent no response within {self.cfg.headers_timeout_s:g}s",
                 status=504) from None
 
-    async def _post(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         return await self.session.post(
             f"{self._url}/chat/completions", data=orjson.dumps(payload),
-            headers=self._headers, timeout=self._timeout,
+            headers=self._headers, timeout=timeout,
         )
 
-    def _finish_stream(self, resp: aiohttp.ClientResponse) -> None:
-        # close(), not release(): a response abandoned mid-body (client gone, stream
-        # finalised early) must drop the socket so the upstream sees the disconnect at once.
-        resp.close()
+    def _finish_stream(self, resp: aiohttp.ClientResponse, complete: bool) -> None:
+        if not complete:
+            # Abandoned mid-body (client gone, a failover, an error): drop the socket, so the
+            # upstream sees the disconnect at once and stops generating.
+            resp.close()
+        elif resp.content.at_eof():
+            resp.release()  # back to the pool: the next stream skips a TCP (and TLS) handshake
+        else:
+            # The answer is complete but the body's last bytes (Cerebras sends no [DONE]; the
+            # chunked terminator may trail) are still on the way. aiohttp pools the socket by
+            # itself when they arrive; an upstream that never ends the body loses it here.
+            asyncio.get_running_loop().call_later(self.END_OF_BODY_GRACE_S, resp.close)
 
     async def _check(self, resp: aiohttp.ClientResponse) -> None:
         self.observe_headers(resp.headers)

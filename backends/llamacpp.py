@@ -34,15 +34,20 @@ class LlamaCpp(Backend):
         super().__init__(*args, **kwargs)
         self._root = self._url[:-3] if self._url.endswith("/v1") else self._url
 
-    async def _post(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         try:
-            return await super()._post(payload)
+            return await super()._post(payload, timeout)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise  # refused/unreachable: a fresh connection failed, nothing to retry
             # A pooled connection the server had already closed (protocols.md §8): no byte of
             # a response came back, generation is free, so one retry on a new socket is safe.
-            return await super()._post(payload)
+            return await super()._post(payload, timeout)
+
+    def _finish_stream(self, resp: aiohttp.ClientResponse, complete: bool) -> None:
+        # llama-server closes the connection after every stream (protocols.md §8): pooling
+        # it would only hand the next request a socket the server is about to drop.
+        resp.close()
 
     async def health(self) -> Health:
         try:

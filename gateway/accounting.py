@@ -123,7 +123,7 @@ class Accountant:
         self.ledger = ledger
         self.metrics = metrics
         self.budget = budget
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[None]] = set()
 
     async def load(self) -> None:
         """Budgets survive restarts: this UTC day's and month's cloud spend from the ledger."""
@@ -173,15 +173,15 @@ class Accountant:
                    failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0)
         return row
 
-    def record(self, row: dict[str, Any]) -> asyncio.Task[None]:
+    def record(self, row: dict[str, Any]) -> asyncio.Future[None]:
         """Account for one finished request: budget and metrics now, the ledger row off the event
-        loop. The returned task completes when the row is committed."""
+        loop. The returned future is done when the row is committed."""
         self.budget.add(row["cloud_cost"])
         self.metrics.observe(row)
-        task = asyncio.ensure_future(self.ledger.add(row))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return task
+        written = self.ledger.add(row)
+        self._writes.add(written)
+        written.add_done_callback(self._writes.discard)
+        return written
 
     async def flush(self) -> None:
         """Wait until every recorded row is in the ledger (graceful shutdown, tests)."""

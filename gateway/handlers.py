@@ -70,7 +70,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         recorded = True
         row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
-        log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
+        if log.isEnabledFor(logging.INFO):  # the entry is built only when it will be written
+            log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
         return asyncio.shield(accountant.record(row))
 
     status, error = "error", None

@@ -1,16 +1,18 @@
 """The ledger: one SQLite row per finished request (served, failed or cancelled).
 
 stdlib ``sqlite3`` in WAL mode, one connection owned by one worker thread, so writes never block
-the event loop and never interleave. Each row is its own committed transaction: with WAL and
-``synchronous=NORMAL`` a committed row survives the process being killed (``kill -9``); only
-rows still queued in memory are lost, i.e. the requests in flight.
+the event loop and never interleave. Rows are group-committed: whatever finished while the
+writer was busy goes into its next transaction, so a burst of requests costs one commit and one
+wake-up of the event loop, not one each. ``add`` resolves once its row is committed; with WAL and
+``synchronous=NORMAL`` a committed row survives the process being killed (``kill -9``), so only
+requests still in flight are lost.
 
 A ledger that cannot be opened or written at start-up raises :class:`LedgerError`. A write that
 fails later is retried with the next one and counted (``/health`` shows it); rows are never
 dropped silently.
 
     ledger = await Ledger.open("data/ledger.sqlite3")
-    await ledger.add(row)              # returns once the row is committed
+    await ledger.add(row)              # a future: done once the row is committed
     await ledger.query(sql, params)    # read-only helpers for /stats and the budget
     await ledger.close()
 """
@@ -22,6 +24,7 @@ import concurrent.futures
 import logging
 import os
 import sqlite3
+import threading
 from typing import Any, Mapping, Sequence
 
 log = logging.getLogger("gateway.ledger")
@@ -52,6 +55,12 @@ class Ledger:
         self._db: sqlite3.Connection | None = None
         self._unwritten: list[tuple[Any, ...]] = []  # rows whose write failed, retried next time
         self.write_errors = 0
+        # Rows waiting for the writer, with the futures to resolve once they are committed.
+        # Shared with the writer thread: _lock guards the queue and the writer's running flag.
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._lock = threading.Lock()
+        self._writing = False
+        self._insert_sql = f"INSERT INTO requests ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
 
     @classmethod
     async def open(cls, path: str) -> Ledger:
@@ -63,8 +72,18 @@ class Ledger:
             raise LedgerError(f"cannot open the ledger at {path!r}: {exc}") from exc
         return ledger
 
-    async def add(self, row: Mapping[str, Any]) -> None:
-        await self._run(self._insert, tuple(row.get(name) for name in NAMES))
+    def add(self, row: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Queue one row; the future is done once it is committed (or kept for a retry after a
+        failed write, which is counted and logged: rows are never dropped)."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        with self._lock:
+            self._queue.append((tuple(row.get(name) for name in NAMES), done))
+            start = not self._writing
+            self._writing = True
+        if start:
+            self._pool.submit(self._drain, loop)
+        return done
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await self._run(self._select, sql, tuple(params))
@@ -102,22 +121,33 @@ class Ledger:
         db.execute("ROLLBACK")
         self._db = db
 
-    def _insert(self, values: tuple[Any, ...]) -> None:
-        assert self._db is not None
-        self._unwritten.append(values)
-        try:
-            self._write_pending()
-        except sqlite3.Error as exc:
-            self.write_errors += 1
-            log.error("ledger write failed (%s); %d row(s) kept in memory for the next try",
-                      exc, len(self._unwritten))
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit queued rows in groups until the queue is empty."""
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    return
+            self._unwritten.extend(values for values, _ in batch)
+            try:
+                self._write_pending()
+            except sqlite3.Error as exc:
+                self.write_errors += 1
+                log.error("ledger write failed (%s); %d row(s) kept in memory for the next try",
+                          exc, len(self._unwritten))
+            except BaseException:
+                log.exception("ledger writer failed; %d row(s) kept in memory", len(self._unwritten))
+            try:
+                loop.call_soon_threadsafe(_resolve, batch)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
 
     def _write_pending(self) -> None:
         assert self._db is not None
-        marks = ", ".join("?" * len(NAMES))
         with self._db:  # one transaction: all pending rows, or none
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT INTO requests ({', '.join(NAMES)}) VALUES ({marks})", self._unwritten)
+            self._db.executemany(self._insert_sql, self._unwritten)
         self._unwritten.clear()
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -126,6 +156,9 @@ class Ledger:
 
     def _flush_and_close(self) -> None:
         assert self._db is not None
+        with self._lock:  # rows queued after the last drain started (normally none)
+            batch, self._queue = self._queue, []
+        self._unwritten.extend(values for values, _ in batch)
         if self._unwritten:
             try:
                 self._write_pending()
@@ -133,3 +166,9 @@ class Ledger:
                 log.error("ledger: %d row(s) could not be written at shutdown: %s", len(self._unwritten), exc)
         self._db.close()
         self._db = None
+
+
+def _resolve(batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> None:
+    for _, done in batch:
+        if not done.done():  # its waiter may have been cancelled
+            done.set_result(None)

@@ -50,27 +50,37 @@ class Metrics:
         self.duration = Histogram(f"{PREFIX}_request_duration_seconds", "Request duration.", ["backend"],
                                   buckets=DURATION_BUCKETS, registry=registry)
         registry.register(_Gauges(gauges))
+        # prometheus-client's labels() validates and locks on every call; the label sets are
+        # bounded, so each child is looked up once and kept (observe runs once per request).
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, row: Mapping[str, Any]) -> None:
         served = bounded(row["served_by"] or "none", SERVED)
-        self.requests.labels(served, bounded(row["route_reason"], self.reasons),
-                             bounded(row["status"], STATUSES)).inc()
+        self._child(self.requests, served, bounded(row["route_reason"], self.reasons),
+                    bounded(row["status"], STATUSES)).inc()
         for role in ("local", "cloud"):
             for kind in TOKEN_KINDS:
                 if row[f"{role}_{kind}"]:
-                    self.tokens.labels(role, kind).inc(row[f"{role}_{kind}"])
+                    self._child(self.tokens, role, kind).inc(row[f"{role}_{kind}"])
             if row[f"{role}_cost"]:
-                self.cost.labels(role).inc(row[f"{role}_cost"])
+                self._child(self.cost, role).inc(row[f"{role}_cost"])
         if row["savings"] > 0:
             self.savings.inc(row["savings"])
         if row["failover_reason"]:
-            self.failovers.labels(row["failover_reason"], row["failover_phase"]).inc()
+            self._child(self.failovers, row["failover_reason"], row["failover_phase"]).inc()
         if row["hedge"]:
-            self.hedges.labels(row["hedge"]).inc()
+            self._child(self.hedges, row["hedge"]).inc()
         first = bounded(row["first_backend"] or "none", SERVED)
         if row["ttft_s"] is not None:
-            self.ttft.labels(first).observe(row["ttft_s"])
-        self.duration.labels(first).observe(row["duration_s"])
+            self._child(self.ttft, first).observe(row["ttft_s"])
+        self._child(self.duration, first).observe(row["duration_s"])
 
 
 class _Gauges(Collector):

@@ -25,28 +25,79 @@ from routing.splice import is_delta
 async def watched(backend: Backend, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     loop = asyncio.get_running_loop()
     cfg = backend.cfg
-    deadline = loop.time() + cfg.first_token_timeout_s
+    dog = _Watchdog(loop, loop.time() + cfg.first_token_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
     async with contextlib.aclosing(chunks):
-        while True:
-            # One timeout per read, never held across the yield below: time the client takes to
-            # accept a chunk must not count against the upstream.
-            timer = asyncio.timeout_at(deadline)
-            try:
-                async with timer:
+        try:
+            while True:
+                # The watchdog bites only while we wait on the upstream, never across the yield
+                # below: time the client takes to accept a chunk must not count against it.
+                task = dog.watch()
+                cancelling = task.cancelling()
+                try:
                     chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                if not timer.expired():
-                    raise
-                what = "first token" if failure == "ttft" else "next token"
-                raise BackendUnavailable(backend.name, f"{backend.name} sent no {what} within {limit:g}s",
-                                         status=504, failure=failure) from None
-            if is_delta(chunk.data):
-                deadline = loop.time() + cfg.stall_timeout_s
-                failure, limit = "stall", cfg.stall_timeout_s
-            yield chunk
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not dog.bit or task.uncancel() > cancelling:
+                        raise  # not ours, or someone else cancelled too: a real cancellation
+                    what = "first token" if failure == "ttft" else "next token"
+                    raise BackendUnavailable(backend.name, f"{backend.name} sent no {what} within {limit:g}s",
+                                             status=504, failure=failure) from None
+                finally:
+                    dog.task = None
+                if is_delta(chunk.data):
+                    dog.move(loop.time() + cfg.stall_timeout_s)
+                    failure, limit = "stall", cfg.stall_timeout_s
+                yield chunk
+        finally:
+            dog.stop()
+
+
+class _Watchdog:
+    """One timer per stream, not one per chunk (``asyncio.timeout`` would arm and cancel a timer
+    for every token). Moving the deadline later is an assignment; the timer, when it fires
+    early, re-arms itself for the current deadline, and it only cancels a task that is waiting
+    on the upstream at that moment."""
+
+    __slots__ = ("loop", "deadline", "task", "bit", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop = loop
+        self.deadline = deadline
+        self.task: asyncio.Task[object] | None = None
+        self.bit = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def move(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self._handle is not None and deadline < self._handle.when():
+            # Earlier than the armed timer (a stall timeout shorter than the first-token one).
+            self._handle.cancel()
+            self._handle = self.loop.call_at(deadline, self._fire)
+
+    def watch(self) -> asyncio.Task[object]:
+        """Called before each read: the current task is the one to cancel if time runs out."""
+        task = self.task = asyncio.current_task()  # type: ignore[assignment]
+        assert task is not None
+        if self._handle is None:
+            self._handle = self.loop.call_at(self.deadline, self._fire)
+        return task
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.task is None:
+            return  # not reading now: watch() re-arms at the next read
+        if self.loop.time() < self.deadline:
+            self._handle = self.loop.call_at(self.deadline, self._fire)
+            return
+        self.bit = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 @attrs.define

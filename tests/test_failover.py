@@ -70,6 +70,18 @@ async def test_slow_first_token_is_served_by_the_cloud_in_time(watched_gateway, 
     assert local.outcome == "cancelled"
 
 
+async def test_stall_timeout_shorter_than_first_token_timeout_bites_on_time(gateway_factory, http, same_answer,
+                                                                              local_sim):
+    # The watchdog's deadline moves *earlier* at the first delta here: 30 s to start, 0.3 s per gap.
+    server = await gateway_factory(local={"first_token_timeout_s": 30, "stall_timeout_s": 0.3}, cloud=WATCH)
+    local_sim.default_fault = Fault.stall_after(5)
+    started = time.monotonic()
+    events, headers = await collect(server, http)
+    assert time.monotonic() - started < 2
+    assert_one_coherent_stream(events)
+    assert text_of(events) == ANSWER
+
+
 async def test_role_chunk_then_silence_restarts_without_a_second_role(gateway_factory, http, same_answer,
                                                                       local_sim, cloud_sim):
     server = await gateway_factory(local=WATCH, cloud=WATCH, routing={"strategy": "cloud_first"})

@@ -190,3 +190,33 @@ async def test_dead_pooled_llama_socket_never_fails_a_request(http, aiohttp_serv
                 await resp.read()
     finally:
         await sim.stop()
+
+
+async def test_cloud_streams_reuse_one_pooled_connection(client, cloud_sim):
+    # A TLS handshake to the cloud costs tens of milliseconds: a stream that ended cleanly
+    # hands its socket back to the pool, and the next request (streamed or not) reuses it,
+    # even when the body's end trails the final chunk (Cerebras sends no [DONE]).
+    cloud_sim.push_faults(None, Fault.no_done(seconds=0.2))
+    for stream in (True, True, False, True):
+        result = await client.chat.completions.create(**body("glm-4.7-cloud", stream=stream))
+        if stream:
+            assert "".join([c.choices[0].delta.content or "" async for c in result if c.choices])
+        await asyncio.sleep(0.3)  # past the held-back end of the body
+    await cloud_sim.wait_for_requests(4)
+    peers = {r.peer for r in cloud_sim.requests}
+    assert len(peers) == 1, peers
+
+
+async def test_cloud_body_that_never_ends_is_closed_after_the_answer(http, gateway, cloud_sim):
+    # finish_reason and usage arrived, but the upstream holds the body open: the client gets
+    # its complete answer at once, and the socket is closed shortly after, not pooled.
+    cloud_sim.push_faults(Fault.no_done())
+    for _ in range(2):
+        started = time.monotonic()
+        async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-cloud")) as resp:
+            events, _ = await read_sse(resp)
+        assert events[-1] == "[DONE]" and time.monotonic() - started < 1.0
+    await cloud_sim.wait_for_requests(2, timeout=5)  # recorded as each ends
+    second, first = cloud_sim.requests
+    assert second.outcome == "completed" and first.fault == "no_done"
+    assert first.outcome == "cancelled" and first.ended - first.started < 4  # the sim saw its socket close

@@ -122,6 +122,7 @@ class RecordedRequest:
     started: float
     ended: float
     tokens_sent: int
+    peer: str = ""  # the client's host:port: the same one twice means a reused connection
 
 
 @attrs.define
@@ -367,7 +368,7 @@ class SimServer:
             path=request.path, method=request.method, headers=dict(request.headers),
             body=ex.body, fault=ex.fault.name if ex.fault else None,
             outcome=ex.outcome or "completed", started=ex.started,
-            ended=ex.ended or time.monotonic(), tokens_sent=ex.tokens_sent))
+            ended=ex.ended or time.monotonic(), tokens_sent=ex.tokens_sent, peer=_peer(request)))
         for n, future in self._waiters:
             if len(self.requests) >= n and not future.done():
                 future.set_result(None)
@@ -455,3 +456,8 @@ async def _await_cancellation() -> None:
 def error_response(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), headers=headers,
                         content_type="application/json")
+
+
+def _peer(request: web.Request) -> str:
+    peername = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return f"{peername[0]}:{peername[1]}" if peername else ""

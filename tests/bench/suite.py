@@ -40,6 +40,8 @@ async def one_stream(http: aiohttp.ClientSession, url: str, body: dict) -> tuple
     started = time.perf_counter()
     first, events = None, 0
     async with http.post(url, json=body) as resp:
+        if resp.status != 200:  # a refused request would look fast: the run is void
+            raise RuntimeError(f"{url} answered {resp.status}: {(await resp.read())[:200]!r}")
         async for line in resp.content:
             if line.startswith(b"data: "):
                 events += 1
@@ -74,7 +76,8 @@ listen: {{port: {port}}}
 backends:
   local: {{base_url: "{sim_url}", first_token_timeout_s: 120, stall_timeout_s: 120, health_interval_s: 60}}
   cloud: {{enabled: false}}
-logging: {{file: "", level: warning}}
+logging: {{file: "", level: info}}
+limits: {{max_streams: 100000, max_streams_per_key: 100000, requests_per_minute_per_key: 100000000}}
 ledger: {{path: "{workdir / 'ledger.sqlite3'}"}}
 server: {{keepalive_s: 60}}
 """)
