@@ -234,10 +234,11 @@ class Backend:
                 status=504) from None
 
     async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        return await self.session.post(
-            f"{self._url}/chat/completions", data=orjson.dumps(payload),
-            headers=self._headers, timeout=timeout,
-        )
+        # The body lives as long as the stream. orjson's output keeps its growth buffer (4 KB
+        # for the smallest body), so it is copied to its exact size: 4 KB less per open stream.
+        body = bytes(memoryview(orjson.dumps(payload)))
+        return await self.session.post(f"{self._url}/chat/completions", data=body, headers=self._headers,
+                                       timeout=timeout)
 
     def _finish_stream(self, resp: aiohttp.ClientResponse, complete: bool) -> None:
         if not complete:

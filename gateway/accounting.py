@@ -176,11 +176,11 @@ class Accountant:
     def record(self, row: dict[str, Any]) -> asyncio.Future[None]:
         """Account for one finished request: budget and metrics now, the ledger row off the event
         loop. The returned future is done when the row is committed."""
-        self.budget.add(row["cloud_cost"])
-        self.metrics.observe(row)
-        written = self.ledger.add(row)
+        written = self.ledger.add(row)  # first, so the commit runs while the rest is done here
         self._writes.add(written)
         written.add_done_callback(self._writes.discard)
+        self.budget.add(row["cloud_cost"])
+        self.metrics.observe(row)
         return written
 
     async def flush(self) -> None:

@@ -105,6 +105,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.reason if exc.status != 413 else exc.text or exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_response(error_body(message or "error", kind, None, exc.status), exc.status, headers)
+    except ConnectionResetError:
+        # The client is gone (its socket closed under a write). aiohttp takes a response it
+        # cannot send as a premature disconnect, quietly; an exception it would log as a crash.
+        # 499 is nginx's "client closed request": only the access log ever sees it.
+        return web.Response(status=499)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response(error_body("internal gateway error; see the gateway log", "server_error",

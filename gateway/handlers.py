@@ -70,9 +70,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         recorded = True
         row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
+        written = asyncio.shield(accountant.record(row))  # first: the commit overlaps the log line
         if log.isEnabledFor(logging.INFO):  # the entry is built only when it will be written
             log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
-        return asyncio.shield(accountant.record(row))
+        return written
 
     status, error = "error", None
     try:

@@ -81,6 +81,9 @@ class StreamRelay:
     >>> outcome = await relay.run(router.stream(route, body))
     """
 
+    __slots__ = ("request", "served", "headers", "keepalive_s", "include_usage", "clock", "before_done", "active",
+                 "task", "aborted", "response", "outcome")  # one per open stream
+
     def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
                  include_usage: bool, clock: Any = time.monotonic,
                  before_done: Callable[[], Awaitable[Any]] | None = None,
@@ -165,11 +168,16 @@ class StreamRelay:
     async def _commit(self, comment: bytes = b"") -> None:
         if self.response is not None:
             return
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            # The client left while the upstream was thinking (a server that does not cancel
+            # handlers on disconnect lets us get this far): a cancellation, not a server error.
+            raise ConnectionResetError("the client left before the answer started")
         headers = {**self.headers, "x-glm-backend": self.served.backend,
                    "x-glm-route-reason": self.served.reason}
-        self.response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True,
-                                      ping_interval=self.keepalive_s)
-        await self.response.prepare(self.request)
+        response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True, ping_interval=self.keepalive_s)
+        await response.prepare(self.request)
+        self.response = response  # only once prepared: the clean-up paths write to it
         if comment:
             await self.response.write(comment)
 

@@ -56,6 +56,9 @@ def add_usage(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[
 
 
 class Splice:
+    __slots__ = ("identity", "role_sent", "content", "reasoning", "held", "held_index", "switched", "echo",
+                 "drop_reasoning", "reasoning_gap", "prior_usage", "usage")  # one per open stream
+
     def __init__(self) -> None:
         self.identity: dict[str, Any] | None = None
         self.role_sent = False

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import openai
 import pytest
+from aiohttp import web
 
 from backends.sim import Fault
 from tests.conftest import read_sse, user
@@ -133,7 +135,18 @@ async def test_failure_after_keepalive_commit_is_an_error_event(http, gateway_fa
     assert "timed out" in events[-1]["error"]["message"]
 
 
-async def test_client_disconnect_cancels_upstream_within_100ms(http, gateway, local_sim):
+@pytest.fixture
+def gateway_errors():
+    """ERROR records from the gateway's loggers (they do not propagate to pytest's caplog)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("gateway").addHandler(handler)
+    yield records
+    logging.getLogger("gateway").removeHandler(handler)
+
+
+async def test_client_disconnect_cancels_upstream_within_100ms(http, gateway, local_sim, gateway_errors):
     local_sim.tokens_per_s = 50  # slow enough that the answer is far from done
     async with http.post(gateway.make_url("/v1/chat/completions"), json=body("glm-4.7-local")) as resp:
         assert resp.status == 200
@@ -145,6 +158,10 @@ async def test_client_disconnect_cancels_upstream_within_100ms(http, gateway, lo
     assert record.outcome == "cancelled"
     assert record.ended - left < 0.1, f"upstream ran {record.ended - left:.3f}s after the client left"
     assert record.tokens_sent < len(local_sim.script.content.split())
+    await asyncio.sleep(0.1)
+    # A client leaving is routine: no traceback, no "unhandled error" (the next write to its
+    # socket fails when the server does not cancel handlers, as aiohttp's test server does not).
+    assert not gateway_errors, [r.getMessage() for r in gateway_errors]
 
 
 async def test_client_disconnect_while_first_token_pending(http, gateway, local_sim):
@@ -220,3 +237,31 @@ async def test_cloud_body_that_never_ends_is_closed_after_the_answer(http, gatew
     second, first = cloud_sim.requests
     assert second.outcome == "completed" and first.fault == "no_done"
     assert first.outcome == "cancelled" and first.ended - first.started < 4  # the sim saw its socket close
+
+
+async def test_client_gone_before_the_first_token_is_a_quiet_cancel(http, local_sim, cloud_sim,
+                                                                   gateway_errors, tmp_path):
+    # aiohttp's default server does not cancel a handler when its client leaves: the relay
+    # then finds the socket gone when the first token arrives, and must treat it as a cancel.
+    from gateway.app import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(local_sim.url, cloud_sim.url, ledger={"path": str(tmp_path / "l.db")}))
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        local_sim.push_faults(Fault.slow_first_token(0.3))
+        task = asyncio.ensure_future(http.post(url + "/v1/chat/completions", json=body("glm-4.7-local")))
+        await asyncio.sleep(0.1)
+        task.cancel()  # gone while the upstream thinks
+        await local_sim.wait_for_requests(1, timeout=5)
+        await asyncio.sleep(0.1)
+        async with http.get(url + "/stats") as resp:
+            stats = await resp.json()
+        assert stats["all_time"]["statuses"] == {"cancelled": 1}
+        assert not gateway_errors, [r.getMessage() for r in gateway_errors]
+    finally:
+        await runner.cleanup()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from backends.sim import LlamaCppSim, Script
+from backends.sim import CerebrasSim, LlamaCppSim, Script
 from tests.test_cli import free_port
 
 SHORT = Script(content=" ".join(f"tok{i}" for i in range(20)))
@@ -35,11 +35,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def one_stream(http: aiohttp.ClientSession, url: str, body: dict) -> tuple[float, float, int]:
+async def one_stream(http: aiohttp.ClientSession, url: str, body: dict,
+                     headers: dict[str, str] | None = None) -> tuple[float, float, int]:
     """(time to first data event, total time, data events) of one streamed request."""
     started = time.perf_counter()
     first, events = None, 0
-    async with http.post(url, json=body) as resp:
+    async with http.post(url, json=body, headers=headers) as resp:
         if resp.status != 200:  # a refused request would look fast: the run is void
             raise RuntimeError(f"{url} answered {resp.status}: {(await resp.read())[:200]!r}")
         async for line in resp.content:
@@ -50,9 +51,10 @@ async def one_stream(http: aiohttp.ClientSession, url: str, body: dict) -> tuple
     return first or 0.0, time.perf_counter() - started, events
 
 
-async def load(http, url: str, body: dict, concurrency: int, per_worker: int) -> list[tuple[float, float, int]]:
+async def load(http, url: str, body: dict, concurrency: int, per_worker: int,
+               headers: dict[str, str] | None = None) -> list[tuple[float, float, int]]:
     async def worker() -> list[tuple[float, float, int]]:
-        return [await one_stream(http, url, body) for _ in range(per_worker)]
+        return [await one_stream(http, url, body, headers) for _ in range(per_worker)]
 
     return [r for rs in await asyncio.gather(*(worker() for _ in range(concurrency))) for r in rs]
 
@@ -69,22 +71,27 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def start_gateway(sim_url: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_gateway(sim_url: str, cloud_url: str, port: int, workdir: Path) -> subprocess.Popen:
     config = workdir / "gw.yaml"
     config.write_text(f"""
 listen: {{port: {port}}}
 backends:
   local: {{base_url: "{sim_url}", first_token_timeout_s: 120, stall_timeout_s: 120, health_interval_s: 60}}
-  cloud: {{enabled: false}}
+  cloud: {{base_url: "{cloud_url}", api_key: "{CLOUD_KEY}", first_token_timeout_s: 120, stall_timeout_s: 120,
+          health_interval_s: 60}}
 logging: {{file: "", level: info}}
 limits: {{max_streams: 100000, max_streams_per_key: 100000, requests_per_minute_per_key: 100000000}}
 ledger: {{path: "{workdir / 'ledger.sqlite3'}"}}
 server: {{keepalive_s: 60}}
 """)
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    return start_pinned([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)])
+
+
+def start_pinned(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A server process on core 1 (the load generator and the simulators run on core 0)."""
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", "1", *cmd]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -96,15 +103,13 @@ model_list:
   - model_name: glm-4.7
     litellm_params: {{model: openai/local-model, api_base: "{sim_url}", api_key: none}}
 """)
-    cmd = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        cmd = ["taskset", "-c", "1", *cmd]
     # It refuses to start without a master key, and fetches its price map online unless told not to.
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": LITELLM_KEY}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_pinned([binary, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+                        {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": LITELLM_KEY})
 
 
 LITELLM_KEY = "sk-bench-master-key"
+CLOUD_KEY = "sk-bench-cloud-key"
 
 
 async def wait_up(http, url: str, path: str = "/health", timeout: float = 10.0) -> None:
@@ -132,10 +137,10 @@ async def peer(http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, 
         auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
         http.headers.update(auth)
         sim.script, sim.tokens_per_s = SHORT, None
-        direct = await load(http, sim.url + "/chat/completions", body, 1, 50 if quick else 200)
-        via = await load(http, url, body, 1, 50 if quick else 200)
-        over = pct([r[1] for r in via], 0.5) - pct([r[1] for r in direct], 0.5)
-        rows.append(f"| LiteLLM overhead total, 1 stream | +{1e3 * over:.2f} ms p50 | "
+        pairs = await paired(http, (sim.url + "/chat/completions", body, None), (url, body, None),
+                             50 if quick else 300)
+        over = pct([p[3] - p[1] for p in pairs], 0.5)
+        rows.append(f"| LiteLLM overhead, 1 stream, total | +{1e3 * over:.2f} ms p50 | "
                     f"{over / ours['overhead']:.1f}x the gateway's | |")
         sim.script = LONG
         cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
@@ -152,14 +157,47 @@ async def peer(http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, 
     return rows
 
 
+def overhead_row(name: str, direct: list[tuple[float, float, int]], via: list[tuple[float, float, int]],
+                 i: int) -> str:
+    d50, d99 = pct([r[i] for r in direct], 0.5), pct([r[i] for r in direct], 0.99)
+    g50, g99 = pct([r[i] for r in via], 0.5), pct([r[i] for r in via], 0.99)
+    return (f"| {name} | direct p50 {1e3 * d50:.2f} / p99 {1e3 * d99:.2f} ms | via p50 {1e3 * g50:.2f} / "
+            f"p99 {1e3 * g99:.2f} ms | +{1e3 * (g50 - d50):.2f} / +{1e3 * (g99 - d99):.2f} ms |")
+
+
+async def paired(http, direct: tuple[str, dict, dict | None], via: tuple[str, dict, dict | None],
+                 n: int) -> list[tuple[float, float, float, float]]:
+    """One stream at a time, direct and through ``via`` alternately: (direct TTFB, direct total,
+    via TTFB, via total) per pair, so the difference is taken pair by pair, under the same noise."""
+    out = []
+    for _ in range(n):
+        d = await one_stream(http, *direct)
+        v = await one_stream(http, *via)
+        out.append((d[0], d[1], v[0], v[1]))
+    return out
+
+
+def paired_rows(name: str, pairs: list[tuple[float, float, float, float]]) -> list[str]:
+    rows = []
+    for what, i in (("TTFB", 0), ("total", 1)):
+        diff = [p[i + 2] - p[i] for p in pairs]
+        d50, v50 = pct([p[i] for p in pairs], 0.5), pct([p[i + 2] for p in pairs], 0.5)
+        rows.append(f"| {name}, {what} | direct p50 {1e3 * d50:.2f} ms | via p50 {1e3 * v50:.2f} ms | "
+                    f"+{1e3 * pct(diff, 0.5):.2f} / +{1e3 * pct(diff, 0.99):.2f} ms |")
+    return rows
+
+
 async def main(quick: bool, litellm: str | None) -> None:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {0})  # load generator and simulator on core 0
+        os.sched_setaffinity(0, {0})  # load generator and simulators on core 0
     sim = LlamaCppSim(SHORT, tokens_per_s=None, n_slots=4096, close_after_stream=False)
+    cloud = CerebrasSim(SHORT, tokens_per_s=None, api_key=CLOUD_KEY)
     await sim.start()
-    port = free_port()
+    await cloud.start()
+    port, floor_port = free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="glm-bench-"))
-    proc = start_gateway(sim.url, port, workdir)
+    proc = start_gateway(sim.url, cloud.url, port, workdir)
+    floor = start_pinned([sys.executable, "-m", "tests.bench.floor", str(floor_port), sim.url + "/chat/completions"])
     gw = f"http://127.0.0.1:{port}"
     body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": "fix the typo"}]}
     rows: list[str] = []
@@ -168,31 +206,13 @@ async def main(quick: bool, litellm: str | None) -> None:
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
             await wait_up(http, gw)
-            # 1. Overhead: time to first byte and total, gateway vs direct, same simulator.
-            for concurrency, per_worker in ((1, 300 if not quick else 50), (32, 20 if not quick else 5),
-                                            (256, 4 if not quick else 2)):
-                direct = await load(http, sim.url + "/chat/completions", body, concurrency, per_worker)
-                via = await load(http, gw + "/v1/chat/completions", body, concurrency, per_worker)
-                if concurrency == 1:
-                    ours["overhead"] = pct([r[1] for r in via], 0.5) - pct([r[1] for r in direct], 0.5)
-                for name, i in (("TTFB", 0), ("total", 1)):
-                    d50, d99 = pct([r[i] for r in direct], 0.5), pct([r[i] for r in direct], 0.99)
-                    g50, g99 = pct([r[i] for r in via], 0.5), pct([r[i] for r in via], 0.99)
-                    rows.append(f"| overhead {name}, {concurrency} stream(s) | direct p50 {1e3 * d50:.2f} / p99 "
-                                f"{1e3 * d99:.2f} ms | gateway p50 {1e3 * g50:.2f} / p99 {1e3 * g99:.2f} ms | "
-                                f"+{1e3 * (g50 - d50):.2f} / +{1e3 * (g99 - d99):.2f} ms |")
-            # 2. Relay throughput: chunks per second at high concurrency, and the gateway's CPU.
-            sim.script = LONG
-            for name, url in (("direct", sim.url + "/chat/completions"), ("gateway", gw + "/v1/chat/completions")):
-                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                results = await load(http, url, body, 64, 1 if quick else 3)
-                elapsed = time.perf_counter() - t0
-                cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
-                chunks = sum(r[2] for r in results)
-                ours["throughput"] = chunks / elapsed
-                rows.append(f"| throughput {name}, 64 streams x {len(results) // 64} | {chunks / elapsed:,.0f} "
-                            f"chunks/s | gateway CPU {100 * cpu:.0f}% of one core | |")
-            # 3. Memory: RSS idle, then with many slowly dripping streams open.
+            await wait_up(http, f"http://127.0.0.1:{floor_port}")
+            async with http.post(gw + "/v1/chat/completions", json=body) as resp:
+                assert resp.headers["x-glm-backend"] == "local", "the routed model must pick local here"
+                await resp.read()
+            await load(http, gw + "/v1/chat/completions", body, 8, 25)  # warm-up
+            # 1. Memory first, so the load runs' high-water mark is not taken for idle: RSS after a
+            # warm-up, then with many slowly dripping streams open.
             idle = rss_kb(proc.pid)
             rows.append(f"| gateway RSS idle | {idle / 1024:.1f} MB | | |")
             sim.script, sim.tokens_per_s = LONG, 0.5
@@ -210,18 +230,54 @@ async def main(quick: bool, litellm: str | None) -> None:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await asyncio.sleep(0.5)
+            sim.script, sim.tokens_per_s = SHORT, None
+            # 2. Overhead: time to first byte and total, gateway vs direct, same simulator. One
+            # stream: pairs, direct then via, and percentiles of the pairwise difference. Many
+            # streams: each side's own percentiles, differenced.
+            n = 200 if quick else 1000
+            target = (sim.url + "/chat/completions", body, None)
+            pairs = await paired(http, target, (gw + "/v1/chat/completions", body, None), n)
+            ours["overhead"] = pct([p[3] - p[1] for p in pairs], 0.5)
+            rows += paired_rows("overhead, 1 stream (local path)", pairs)
+            bare = await paired(http, target, (f"http://127.0.0.1:{floor_port}/v1/chat/completions", body, None), n)
+            rows += paired_rows("floor: a bare aiohttp relay, 1 stream", bare)
+            # The cloud path: Cerebras's dialect over a pooled keep-alive connection. (Its own
+            # conversation: sticky routing would otherwise keep "fix the typo" on the cloud.)
+            cloud_body = {**body, "model": "glm-4.7-cloud", "messages": [{"role": "user", "content": "fix it"}]}
+            pairs = await paired(http, (cloud.url + "/chat/completions", {**cloud_body, "model": "zai-glm-4.7"},
+                                        {"Authorization": f"Bearer {CLOUD_KEY}"}),
+                                 (gw + "/v1/chat/completions", cloud_body, None), n)
+            rows += paired_rows("overhead, 1 stream (cloud path)", pairs)
+            for concurrency, per_worker in ((32, 20 if not quick else 5), (256, 4 if not quick else 2)):
+                direct = await load(http, sim.url + "/chat/completions", body, concurrency, per_worker)
+                via = await load(http, gw + "/v1/chat/completions", body, concurrency, per_worker)
+                for name, i in (("TTFB", 0), ("total", 1)):
+                    rows.append(overhead_row(f"overhead, {concurrency} streams, {name}", direct, via, i))
+            # 3. Relay throughput: chunks per second at high concurrency, and the gateway's CPU.
+            sim.script = LONG
+            for name, url in (("direct", sim.url + "/chat/completions"), ("gateway", gw + "/v1/chat/completions")):
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                results = await load(http, url, body, 64, 1 if quick else 3)
+                elapsed = time.perf_counter() - t0
+                cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
+                chunks = sum(r[2] for r in results)
+                ours["throughput"] = chunks / elapsed
+                rows.append(f"| throughput {name}, 64 streams x {len(results) // 64} | {chunks / elapsed:,.0f} "
+                            f"chunks/s | gateway CPU {100 * cpu:.0f}% of one core | |")
             # 4. The peer, optional: LiteLLM's proxy against the same simulator, same run.
             if litellm:
                 rows += await peer(http, litellm, sim, body, workdir, quick, ours)
             else:
                 rows.append("| LiteLLM | not run (pass --litellm PATH/TO/litellm) | | |")
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        for p in (proc, floor):
+            p.terminate()
+            p.wait(timeout=20)
         await sim.stop()
+        await cloud.stop()
     print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"aiohttp {aiohttp.__version__}; gateway pinned to core 1, client+simulator to core 0")
-    print("| measure | direct / value | gateway | gateway minus direct (p50 / p99) |")
+    print("| measure | direct / value | via the gateway (or as named) | difference (p50 / p99) |")
     print("|---|---|---|---|")
     print("\n".join(rows))
     print("routing decision and failover switch times: python -m tests.bench.routing / tests.bench.failover")
