@@ -136,7 +136,7 @@ class Ledger:
                 self.write_errors += 1
                 log.error("ledger write failed (%s); %d row(s) kept in memory for the next try",
                           exc, len(self._unwritten))
-            except BaseException:
+            except Exception:  # never leave the waiters hanging: they are resolved below either way
                 log.exception("ledger writer failed; %d row(s) kept in memory", len(self._unwritten))
             try:
                 loop.call_soon_threadsafe(_resolve, batch)

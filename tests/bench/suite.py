@@ -251,8 +251,12 @@ async def main(quick: bool, litellm: str | None) -> None:
             for concurrency, per_worker in ((32, 20 if not quick else 5), (256, 4 if not quick else 2)):
                 direct = await load(http, sim.url + "/chat/completions", body, concurrency, per_worker)
                 via = await load(http, gw + "/v1/chat/completions", body, concurrency, per_worker)
+                bare = await load(http, f"http://127.0.0.1:{floor_port}/v1/chat/completions", body, concurrency,
+                                  per_worker)
                 for name, i in (("TTFB", 0), ("total", 1)):
                     rows.append(overhead_row(f"overhead, {concurrency} streams, {name}", direct, via, i))
+                    rows.append(overhead_row(f"floor: a bare aiohttp relay, {concurrency} streams, {name}", direct,
+                                             bare, i))
             # 3. Relay throughput: chunks per second at high concurrency, and the gateway's CPU.
             sim.script = LONG
             for name, url in (("direct", sim.url + "/chat/completions"), ("gateway", gw + "/v1/chat/completions")):
