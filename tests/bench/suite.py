@@ -1,11 +1,13 @@
 """Gateway overhead, relay throughput and memory per stream, against a direct connection.
 
-    python -m tests.bench.suite [--quick]
+    python -m tests.bench.suite [--quick] [--litellm PATH]
 
-The upstream is the built-in llama.cpp simulator at full speed, so the gateway is what gets
-measured. The gateway runs as its own process (``glm-token-saver serve``) pinned to one core;
-the simulator and the load generator share the other (``taskset``, when available). Every
-figure is measured in the same run against the same simulator, with and without the gateway.
+The upstreams are the built-in simulators at full speed (llama.cpp for the local path, Cerebras
+for the cloud path), so the gateway is what gets measured. The gateway runs as its own process
+(``glm-token-saver serve``) pinned to one core; the simulators and the load generator share the
+other (``taskset``, when available). Every figure is measured in the same run against the same
+simulator: direct, through the gateway, through a bare aiohttp relay (``tests/bench/floor.py``,
+the least any aiohttp gateway adds here) and, optionally, through LiteLLM's proxy.
 """
 
 from __future__ import annotations
