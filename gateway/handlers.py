@@ -49,7 +49,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     strategy = _strategy(request, chat.model or cfg.models.routed)
     router = app[ROUTER]
     try:
-        route = router.route(chat.body, strategy)
+        route = await router.admit(chat.body, strategy)
     except NoBackendAvailable:
         accountant = app[ACCOUNTANT]
         accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream,

@@ -106,6 +106,23 @@ class Router:
             raise NoBackendAvailable(decision.explain(), retry_after=retry_after)
         return Route(features, classification, decision, strategy, decision.primary, decision.reason)
 
+    async def admit(self, body: Mapping[str, Any], strategy: str) -> Route:
+        """:meth:`route`, but when nothing can serve only for a while (a cooldown after a 429, an
+        open circuit) and that while fits the time budget, wait it out and decide again: the
+        same rule the attempts follow for ``Retry-After``. A 429 bounced to the client would
+        come back later anyway, after Cline's own, longer backoff."""
+        started = self.clock()
+        for _ in range(self.cfg.max_attempts):
+            try:
+                return self.route(body, strategy)
+            except NoBackendAvailable as exc:
+                wait = exc.retry_after
+                if wait is None or self.clock() - started + wait > self.cfg.max_total_s:
+                    raise
+                log.info("no backend available for %.2fs (%s); waiting", wait, exc)
+                await self.sleep(wait + 0.01)  # just past the end of the cooldown
+        return self.route(body, strategy)
+
     # --- running -------------------------------------------------------------------------------
     async def stream(self, route: Route, body: Mapping[str, Any]) -> AsyncIterator[Chunk]:
         splice = Splice()

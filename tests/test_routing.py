@@ -49,6 +49,22 @@ async def test_429_retry_after_is_honoured_then_served(client, cloud_sim):
     assert second.started - first.ended >= 1.0
 
 
+async def test_a_short_cooldown_is_waited_out_not_bounced(gateway, http, cloud_sim):
+    # A 429 cools the cloud down for 1 s. A request that arrives meanwhile, with nothing else
+    # to go to, waits out the rest of it and is served, instead of collecting a 429 of its own.
+    cloud_sim.push_faults(Fault.http_error(429, retry_after=1))
+    url = gateway.make_url("/v1/chat/completions")
+    first = asyncio.ensure_future(http.post(url, json={"model": "glm-4.7-cloud", "messages": user("first")}))
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    async with http.post(url, json={"model": "glm-4.7-cloud", "messages": user("second")}) as resp:
+        assert resp.status == 200, await resp.text()
+    assert 0.5 <= time.monotonic() - started < 2  # the rest of the cooldown, not a full second wait
+    async with await first as resp:
+        assert resp.status == 200
+    assert [r.fault for r in sorted(cloud_sim.requests, key=lambda r: r.started)] == ["http_error", None, None]
+
+
 async def test_persistent_429_is_bounded_without_hammering(client, cloud_sim):
     cloud_sim.default_fault = Fault.http_error(429, retry_after=0.3)
     with pytest.raises(openai.RateLimitError) as info:
