@@ -245,7 +245,9 @@ class RoutingConfig:
     max_total_s: float = field(30.0, "Time budget for those attempts, backoff included.", positive)
     backoff_base_s: float = field(0.25, "First retry backoff; doubles per retry, with full jitter.", positive)
     backoff_max_s: float = field(4.0, "Longest single backoff.", positive)
-    breaker_failures: int = field(3, "Consecutive failures that open a backend's circuit.", positive)
+    breaker_failures: int = field(
+        3, "Failures among a backend's last 20 outcomes (and at least half of them) that open its circuit.",
+        positive)
     breaker_open_s: float = field(10.0, "Time an open circuit waits before a half-open trial (<= 30).",
                                   at_most(30.0))
     cooldown_s: float = field(10.0, "Cooldown after a 429 that names no reset time.", positive)

@@ -47,6 +47,9 @@ class RouteDecision:
     fallback: str | None
     reason: str
     skipped: tuple[tuple[str, str], ...] = ()  # (backend, why) for each backend ruled out
+    # Ruled out only by their state now (down, cooling, open circuit, rate limit, budget), in
+    # the strategy's order: a failover later in the request may still go there if they recover.
+    reserve: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -121,4 +124,5 @@ def decide(features: Features, classification: Classification, views: Mapping[st
     if primary != order[0][0]:
         reason = rule_of[order[0][0]]  # why the preferred backend was passed over
     fallback = candidates[1][0] if len(candidates) > 1 else None
-    return RouteDecision(primary, fallback, reason, tuple(skipped))
+    reserve = tuple(name for name, _ in order if rule_of.get(name) == "unavailable")
+    return RouteDecision(primary, fallback, reason, tuple(skipped), reserve)

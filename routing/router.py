@@ -128,6 +128,7 @@ class Router:
         splice = Splice()
         started = self.clock()
         order = list(route.decision.candidates)
+        spare = [*order, *route.decision.reserve]  # where a fallback may go if it has recovered by then
         tried: set[str] = set()
         given_up: set[str] = set()  # overflowed, or failed after the client got bytes
         name, request, method = order[0], body, None
@@ -179,7 +180,9 @@ class Router:
                                              failure=original.failure) from None
                 original = error
                 given_up.add(name)
-                target = next((n for n in order if n not in given_up and self._usable(n)), None)
+                target = next((n for n in spare if n not in given_up and self._usable(n)), None)
+                if target is None:
+                    target = await self._soon_usable([n for n in spare if n not in given_up])
                 failover = Failover(error.failure or "cut", splice.phase, name, target)
                 route.failovers.append(failover)
                 if target is None:
@@ -200,7 +203,7 @@ class Router:
                 given_up.add(name)
             if attempt >= self.cfg.max_attempts:
                 raise error
-            fresh = [n for n in order if n not in tried and n not in given_up and self._usable(n)]
+            fresh = [n for n in spare if n not in tried and n not in given_up and self._usable(n)]
             if fresh:
                 name, route.reason = fresh[0], "fallback"
                 continue
@@ -259,6 +262,24 @@ class Router:
             route.served_by.append(name)
         if self.cfg.sticky:
             self.states.sticky.set(route.features.conversation_key, name, now)
+
+    async def _soon_usable(self, names: list[str]) -> str | None:
+        """The first of ``names`` that is out only for a while (a cooldown after a 429, an open
+        circuit) that ends within the time budget, once that while is over; else None. A
+        client mid-answer is better served by a pause than by an error event."""
+        now = self.clock()
+        waits = []
+        for name in names:
+            view = self.states.view(name, self.backends[name].rate_limits, 0, now)
+            temporary = view.over_budget is None and view.health not in ("down", "loading")
+            if temporary and view.retry_at is not None and view.retry_at - now <= self.cfg.max_total_s:
+                waits.append((view.retry_at, name))
+        if not waits:
+            return None
+        at, name = min(waits)
+        log.info("failover waits %.2fs for %s", at - now, name)
+        await self.sleep(at - now + 0.01)
+        return name if self._usable(name) else None
 
     def _usable(self, name: str) -> bool:
         return self.states.view(name, self.backends[name].rate_limits, 0, self.clock()).unavailable() is None

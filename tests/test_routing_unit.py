@@ -332,6 +332,12 @@ def test_images_go_only_to_a_backend_that_accepts_them():
 def test_unavailable_backends_are_skipped(state, why):
     d = route(v=views(local=state))
     assert (d.primary, d.fallback, d.reason, d.skipped) == ("cloud", None, "unavailable", (("local", why),))
+    assert d.reserve == ("local",)  # a later failover may still go there, if it has recovered
+
+
+def test_only_backends_out_for_their_state_are_held_in_reserve():
+    d = route(v=views(local={"context_window": 1000}), f=features(prompt_tokens=50_000))
+    assert (d.primary, d.reason, d.reserve) == ("cloud", "context", ())
 
 
 def test_nothing_available_is_temporary_when_a_backend_only_waits():
