@@ -80,24 +80,22 @@ class Backend:
 
     kind: ClassVar[str] = "openai"
     keepalive_timeout_s: ClassVar[float] = 15.0
-    END_OF_BODY_GRACE_S: ClassVar[float] = 2.0
+    end_of_body_grace_s: ClassVar[float] = 2.0
 
     def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession) -> None:
         self.name = name
         self.cfg = cfg
         self.session = session
         self._url = cfg.base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s,
-            sock_read=cfg.read_timeout_s,
-        )
+        def timeout(sock_read: float | None) -> aiohttp.ClientTimeout:
+            return aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s,
+                                         sock_connect=cfg.connect_timeout_s, sock_read=sock_read)
+
+        self._timeout = timeout(cfg.read_timeout_s)
         # Streams are watched per delta (routing.watch: first-token and stall timeouts), which
         # is stricter than a socket-silence timeout; aiohttp's would re-arm a timer per read.
         watched = max(cfg.first_token_timeout_s, cfg.stall_timeout_s) <= cfg.read_timeout_s
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s,
-            sock_read=None if watched else cfg.read_timeout_s,
-        )
+        self._stream_timeout = timeout(None if watched else cfg.read_timeout_s)
         self._headers = {"Content-Type": "application/json", **cfg.headers}
         # Latest rate-limit reading per "<requests|tokens>-<minute|hour|day>" window, for
         # routing to stop before a budget runs out. Kinds whose upstream reports none leave it empty.
@@ -251,7 +249,7 @@ class Backend:
             # The answer is complete but the body's last bytes (Cerebras sends no [DONE]; the
             # chunked terminator may trail) are still on the way. aiohttp pools the socket by
             # itself when they arrive; an upstream that never ends the body loses it here.
-            asyncio.get_running_loop().call_later(self.END_OF_BODY_GRACE_S, resp.close)
+            asyncio.get_running_loop().call_later(self.end_of_body_grace_s, resp.close)
 
     async def _check(self, resp: aiohttp.ClientResponse) -> None:
         self.observe_headers(resp.headers)

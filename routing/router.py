@@ -270,10 +270,9 @@ class Router:
         now = self.clock()
         waits = []
         for name in names:
-            view = self.states.view(name, self.backends[name].rate_limits, 0, now)
-            temporary = view.over_budget is None and view.health not in ("down", "loading")
-            if temporary and view.retry_at is not None and view.retry_at - now <= self.cfg.max_total_s:
-                waits.append((view.retry_at, name))
+            at = self.states.view(name, self.backends[name].rate_limits, 0, now).recovers_at
+            if at is not None and at - now <= self.cfg.max_total_s:
+                waits.append((at, name))
         if not waits:
             return None
         at, name = min(waits)

@@ -132,6 +132,12 @@ class BackendView:
     over_budget: str | None = None  # why, e.g. "daily cloud budget of $5.00 spent"
     retry_at: float | None = None  # when a temporary block (cooldown, limit, open circuit) ends
 
+    @property
+    def recovers_at(self) -> float | None:
+        """When this backend is usable again by itself, if it is out only for a while (not down,
+        loading or over budget): the end of its cooldown, rate-limit wait or open circuit."""
+        return self.retry_at if self.over_budget is None and self.health not in ("down", "loading") else None
+
     def unavailable(self) -> str | None:
         if self.over_budget:
             return f"over budget ({self.over_budget})"
