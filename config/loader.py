@@ -5,7 +5,8 @@ Errors::
     Exception
     └── ConfigError      .problems = [(yaml path, message), ...], every problem at once
 
-Pipeline: read file -> ``yaml.safe_load`` -> :func:`parse_config` (interpolate ``${VAR}``,
+Pipeline: read file -> ``yaml.safe_load`` -> :func:`config.migrate.migrate` (older shapes into
+today's) -> :func:`parse_config` (interpolate ``${VAR}``,
 type-check, run each field's ``check``, merge into the defaults) -> ``cross_checks()``.
 Problems are collected rather than raised one by one, so a user fixes the whole file in one go.
 
@@ -28,6 +29,7 @@ from typing import Any
 import attrs
 import yaml
 
+from .migrate import migrate
 from .schema import GatewayConfig
 
 # `$$` must be tried first so `$${X}` stays a literal `${X}`; a bare `${` is unterminated.
@@ -79,7 +81,7 @@ def load_config(path: str | os.PathLike | None, env: Mapping[str, str] | None = 
 def parse_config(data: Any, env: Mapping[str, str], source: str = "<config>") -> GatewayConfig:
     """Validate already-parsed YAML ``data`` (``None`` = defaults) against the schema."""
     walker = _Walker(env)
-    cfg = walker.section(GatewayConfig, data, "", GatewayConfig())
+    cfg = walker.section(GatewayConfig, migrate(data), "", GatewayConfig())
     # Cross-checks only make sense on an object built from well-typed fields.
     problems = walker.problems or cfg.cross_checks()
     if problems:

@@ -15,53 +15,21 @@ Nothing here reads files or the environment; see :mod:`config.loader`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import attrs
 
-Check = Callable[[Any], "str | None"]
+from config.fields import field, fraction, http_url, non_empty, non_negative, one_of, port, positive
+from config.routing import (  # noqa: F401  (re-exported: the routing section lives in its own module)
+    STRATEGIES,
+    ClassifierConfig,
+    EscalationConfig,
+    GuardConfig,
+    JudgeConfig,
+    RoutingConfig,
+)
 
 BACKEND_KINDS = ("llamacpp", "cerebras", "openai")
 ROLES = ("local", "cloud")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0 (got {value!r})"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be >= 0 (got {value!r})"
-
-
-def port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else f"must be a TCP port 1-65535 (got {value!r})"
-
-
-def one_of(*allowed: str) -> Check:
-    def check(value: str) -> str | None:
-        if value in allowed:
-            return None
-        return f"must be one of {', '.join(allowed)} (got {value!r})"
-
-    return check
-
-
-def http_url(value: str) -> str | None:
-    if value.startswith(("http://", "https://")) and len(value) > len("https://"):
-        return None
-    return f"must be an http:// or https:// URL (got {value!r})"
-
-
-def non_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-def field(default: Any, doc: str, check: Check | None = None, secret: bool = False) -> Any:
-    meta = {"doc": doc, "check": check, "secret": secret}
-    if isinstance(default, (dict, list)):
-        return attrs.field(factory=lambda: type(default)(default), metadata=meta)
-    return attrs.field(default=default, metadata=meta)
 
 
 LOOPBACK = ("127.", "::1", "localhost")
@@ -178,87 +146,6 @@ class ModelsConfig:
     routed: str = field("glm-4.7", "Id that lets the gateway choose the backend.", non_empty)
     local: str = field("glm-4.7-local", "Id that pins the local backend.", non_empty)
     cloud: str = field("glm-4.7-cloud", "Id that pins the cloud backend.", non_empty)
-
-
-STRATEGIES = ("complexity", "local_first", "cloud_first", "local_only", "cloud_only")
-
-# Defaults tuned for coding-assistant traffic: words that mark design, debugging across a
-# system, or heavy rewrites push a task to the cloud; small mechanical edits stay local.
-COMPLEX_KEYWORDS = (
-    "refactor", "architecture", "architect", "design", "redesign", "debug", "root cause",
-    "race condition", "deadlock", "concurrency", "thread safety", "memory leak", "optimize",
-    "optimise", "performance", "security", "vulnerability", "migrate", "migration",
-    "implement", "algorithm", "distributed", "scalability", "across the codebase",
-    "end-to-end", "rewrite", "from scratch", "investigate", "why does", "trade-off", "tradeoffs",
-)
-SIMPLE_KEYWORDS = (
-    "typo", "rename", "format", "reformat", "comment", "docstring", "lint", "import",
-    "print", "log message", "readme", "changelog", "bump", "version", "whitespace",
-    "indentation", "hello", "what is", "list files", "explain this line",
-)
-
-
-def at_most(limit: float) -> Check:
-    def check(value: float) -> str | None:
-        if value <= 0:
-            return f"must be > 0 (got {value!r})"
-        return None if value <= limit else f"must be <= {limit} (got {value!r})"
-
-    return check
-
-
-def fraction(value: float) -> str | None:
-    return None if 0 <= value < 1 else f"must be a fraction in [0, 1) (got {value!r})"
-
-
-@attrs.frozen
-class ClassifierConfig:
-    """Scores a task; ``complex_threshold`` or more means complex (cloud under ``complexity``)."""
-
-    complex_keywords: tuple = field(COMPLEX_KEYWORDS, "Words/phrases (whole-word match) that mark a hard task.")
-    simple_keywords: tuple = field(SIMPLE_KEYWORDS, "Words/phrases (whole-word match) that mark an easy task.")
-    complex_keyword_weight: float = field(2.0, "Score added per distinct complex keyword found.", non_negative)
-    simple_keyword_weight: float = field(1.0, "Score removed per distinct simple keyword found.", non_negative)
-    long_task_tokens: int = field(400, "A task instruction this long (tokens) counts as complex evidence.",
-                                  positive)
-    long_task_weight: float = field(2.0, "Score added for a long task instruction.", non_negative)
-    code_blocks: int = field(2, "This many fenced code blocks in the task count as complex evidence.",
-                             positive)
-    code_blocks_weight: float = field(1.0, "Score added for many code blocks.", non_negative)
-    large_conversation_tokens: int = field(32000, "A conversation this large (tokens) counts as complex evidence.",
-                                           positive)
-    large_conversation_weight: float = field(1.0, "Score added for a large conversation.", non_negative)
-    complex_threshold: float = field(2.0, "Score at or above which a task is complex.")
-
-
-@attrs.frozen
-class RoutingConfig:
-    strategy: str = field("complexity", "complexity, local_first, cloud_first, local_only or cloud_only.",
-                          one_of(*STRATEGIES))
-    classifier: ClassifierConfig = field(ClassifierConfig(), "The complexity classifier.")
-    sticky: bool = field(True, "Keep a conversation on the backend that served its last turn (warm KV cache).")
-    sticky_ttl_s: float = field(3600.0, "Forget a conversation's backend after this long idle.", positive)
-    output_reserve_tokens: int = field(4096, "Tokens kept free for the answer when checking context fit.",
-                                       non_negative)
-    max_attempts: int = field(3, "Upstream attempts per request before the first byte (all backends).",
-                              positive)
-    max_total_s: float = field(30.0, "Time budget for those attempts, backoff included.", positive)
-    backoff_base_s: float = field(0.25, "First retry backoff; doubles per retry, with full jitter.", positive)
-    backoff_max_s: float = field(4.0, "Longest single backoff.", positive)
-    breaker_failures: int = field(
-        3, "Failures among a backend's last 20 outcomes (and at least half of them) that open its circuit.",
-        positive)
-    breaker_open_s: float = field(10.0, "Time an open circuit waits before a half-open trial (<= 30).",
-                                  at_most(30.0))
-    cooldown_s: float = field(10.0, "Cooldown after a 429 that names no reset time.", positive)
-    ratelimit_reserve: float = field(0.02, "Fraction of each cloud rate-limit window kept in reserve.",
-                                     fraction)
-    hedge_after_s: float = field(0.0, "Start the cloud in parallel if local has sent no delta by then; 0 = off.",
-                                 non_negative)
-    continue_prompt: str = field(
-        "Continue exactly where you stopped. Output only the continuation, without repeating anything "
-        "you already wrote.",
-        "User message that asks a fallback without prefill support to continue a partial answer.", non_empty)
 
 
 @attrs.frozen

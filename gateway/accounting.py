@@ -161,16 +161,34 @@ class Accountant:
             row[f"{role}_cost"] = cost(t, backends[role])
         row["local_at_cloud_price"] = cost(local_tokens, backends["cloud"])
         local_alone = route.served_by == ["local"] and "cloud" not in route.usage
-        row["savings"] = row["local_at_cloud_price"] - row["local_cost"] if local_alone and status != "error" else 0.0
+        row.update(self._judge(route.judge))
+        # What the judge cost counts against what serving locally saved (nothing, for a local judge).
+        saved = row["local_at_cloud_price"] - row["local_cost"] - row["judge_cost"]
+        row["savings"] = saved if local_alone and status != "error" else 0.0
+        c = route.classification
+        row.update(complexity=c.score if c.source in ("model", "judge") else None, class_source=c.source or None,
+                   escalated_by=route.escalated_by, guard=None)
         return row
 
-    def refused(self, *, request_id: str, strategy: str, stream: bool, at: float) -> dict[str, Any]:
-        """The row of a request no backend could take (all down, cooling, or over budget)."""
+    def _judge(self, verdict: Any) -> dict[str, Any]:
+        if verdict is None:
+            return {"judge_backend": None, "judge_label": None, "judge_s": None, "judge_prompt": 0,
+                    "judge_completion": 0, "judge_cost": 0.0}
+        t = tokens(verdict.usage)
+        return {"judge_backend": verdict.backend, "judge_label": verdict.label, "judge_s": verdict.seconds,
+                "judge_prompt": t["prompt"], "judge_completion": t["completion"],
+                "judge_cost": cost(t, self.cfg.backend(verdict.backend))}
+
+    def refused(self, *, request_id: str, strategy: str, stream: bool, at: float, error: str = "NoBackendAvailable",
+                guard: str | None = None) -> dict[str, Any]:
+        """The row of a request refused before any backend was tried: none could take it (all down,
+        cooling, or over budget), or the runaway guard stopped its conversation (``guard``)."""
         row: dict[str, Any] = {name: 0 for name in NAMES if name.startswith(ROLES)}
         row.update(id=request_id, ts=at, started=at, status="error", stream=int(stream), strategy=strategy,
-                   route_reason="unavailable", classification=None, served_by=None, first_backend=None,
-                   ttft_s=None, duration_s=0.0, error="NoBackendAvailable", failover_reason=None,
-                   failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0)
+                   route_reason="guard" if guard else "unavailable", classification=None, served_by=None,
+                   first_backend=None, ttft_s=None, duration_s=0.0, error=error, failover_reason=None,
+                   failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0, complexity=None,
+                   class_source=None, escalated_by=None, guard=guard, **self._judge(None))
         return row
 
     def record(self, row: dict[str, Any]) -> asyncio.Future[None]:
@@ -179,7 +197,8 @@ class Accountant:
         written = self.ledger.add(row)  # first, so the commit runs while the rest is done here
         self._writes.add(written)
         written.add_done_callback(self._writes.discard)
-        self.budget.add(row["cloud_cost"])
+        # A judge on the cloud spends cloud dollars like any request does.
+        self.budget.add(row["cloud_cost"] + (row["judge_cost"] if row["judge_backend"] == "cloud" else 0.0))
         self.metrics.observe(row)
         return written
 

@@ -40,6 +40,7 @@ from gateway.keys import (
 )
 from gateway.ledger import Ledger
 from gateway.limits import Limits
+from gateway.logs import request_log_middleware
 from gateway.metrics import Metrics
 from gateway.security import auth_middleware
 from gateway.sse import ActiveStreams
@@ -55,7 +56,8 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     tiktoken's cl100k_base loaded offline, or the calibrated estimate. ``wall_clock`` dates
     ledger rows and budget periods (UTC); ``clock`` times everything else."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        # The request log sits outside the error middleware: it sees every rendered error.
+        middlewares=[request_id_middleware, request_log_middleware, error_middleware, auth_middleware],
         # aiohttp answers 413 itself past this size; the error middleware gives it our shape.
         client_max_size=cfg.server.max_body_bytes,
     )
@@ -102,7 +104,7 @@ def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession
         # At a spend cap the cloud is unavailable to routing, like a backend that is down.
         router.states.budget = lambda name: budget.exceeded() if name == "cloud" else None
         app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
-        metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS)
+        metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS, frozenset(cfg.routing.escalation.patterns))
         app[ACCOUNTANT] = accountant = Accountant(cfg, ledger, metrics, budget)
         await accountant.load()
         await monitor.start()

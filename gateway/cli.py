@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import attrs
 
@@ -17,6 +17,9 @@ from gateway import server
 from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
 
+if TYPE_CHECKING:  # the simulators load only for the demo, never for serve
+    from backends.sim import CerebrasSim, LlamaCppSim
+
 log = logging.getLogger("gateway")
 
 DEMO_LOCAL = (
@@ -24,10 +27,12 @@ DEMO_LOCAL = (
     "locally for free."
 )
 DEMO_CLOUD = (
-    "Hello from simulated Cerebras GLM 4.7. Hard turns like this one (refactoring, debugging, "
-    "design) go to the fast, paid cloud."
+    "Hello from simulated Cerebras GLM 4.7. Hard tasks like this one (an open investigation, "
+    "a design, a change across components) go to the fast, paid cloud."
 )
-DEMO_HARD = "Refactor the scheduler architecture and debug the race condition in the worker pool"
+# What separates them is scope, not vocabulary: the easy one names the place and the change.
+DEMO_EASY = 'Fix the typo "recieve" in README.md'
+DEMO_HARD = "Invoice numbers sometimes repeat after a deploy. Find out why and fix it."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,36 +82,57 @@ def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> 
     return cfg
 
 
-async def run_demo(host: str, port: int) -> None:
-    """The gateway wired to a simulated llama-server and a simulated Cerebras: no model, no key."""
+def demo_backends() -> tuple["LlamaCppSim", "CerebrasSim"]:
+    """The demo's simulated llama-server and Cerebras (not started yet).
+
+    The local one holds as much context as ``backends.local.context_window`` (65,536 tokens by
+    default), since the gateway learns its real window from its ``/props``: Cline's system prompt
+    alone is 8k-12k tokens, so a smaller simulated window sent every Cline request to the cloud
+    (``context``) and made the router look as if it never served anything locally (issue #12).
+    """
     from backends.sim import CerebrasSim, LlamaCppSim, Script
 
-    local = LlamaCppSim(Script(content=DEMO_LOCAL), tokens_per_s=25)
+    local = LlamaCppSim(Script(content=DEMO_LOCAL), tokens_per_s=25,
+                        n_ctx=GatewayConfig().backends.local.context_window)
     cloud = CerebrasSim(Script(content=DEMO_CLOUD, reasoning="The user wants a greeting."),
                         tokens_per_s=250)
+    return local, cloud
+
+
+def demo_config(host: str, port: int, local_url: str, cloud_url: str, ledger_path: str) -> GatewayConfig:
+    """The defaults, pointed at the demo's simulators."""
+    cfg = GatewayConfig()
+    return attrs.evolve(
+        cfg,
+        listen=attrs.evolve(cfg.listen, host=host, port=port),
+        ledger=attrs.evolve(cfg.ledger, path=ledger_path),
+        backends=attrs.evolve(
+            cfg.backends,
+            local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),
+            cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key="demo-key"),
+        ),
+    )
+
+
+async def run_demo(host: str, port: int) -> None:
+    """The gateway wired to a simulated llama-server and a simulated Cerebras: no model, no key."""
+    local, cloud = demo_backends()
     local_url, cloud_url = await local.start(), await cloud.start()
     try:
-        cfg = GatewayConfig()
-        cfg = attrs.evolve(
-            cfg,
-            listen=attrs.evolve(cfg.listen, host=host, port=port),
-            # Demo traffic must not land in a real ledger's savings and budgets.
-            ledger=attrs.evolve(cfg.ledger, path=os.path.join(tempfile.mkdtemp(prefix="glm-demo-"), "ledger.sqlite3")),
-            backends=attrs.evolve(
-                cfg.backends,
-                local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),
-                cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key="demo-key"),
-            ),
-        )
+        # Demo traffic must not land in a real ledger's savings and budgets.
+        ledger = os.path.join(tempfile.mkdtemp(prefix="glm-demo-"), "ledger.sqlite3")
+        cfg = demo_config(host, port, local_url, cloud_url, ledger)
         setup_logging(cfg)
+
+        easy = DEMO_EASY.replace('"', '\\"')  # inside the JSON of a shell command
 
         async def banner(url: str) -> None:
             print(f"""
-GLM Token Saver demo: gateway on {url}, simulated llama.cpp on {local_url},
-simulated Cerebras on {cloud_url}. Try:
+GLM Token Saver demo: gateway on {url}, simulated llama.cpp on {local_url}
+({local.n_ctx} tokens of context), simulated Cerebras on {cloud_url}. Try:
 
   curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "{easy}"}}]}}'
 
 An easy task is served locally; a hard one goes to the cloud (see the x-glm-backend and
 x-glm-route-reason response headers with curl -i):
@@ -114,7 +140,9 @@ x-glm-route-reason response headers with curl -i):
   curl -Ni {url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "{DEMO_HARD}"}}]}}'
 
-Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}. Ctrl-C stops.
+Or point Cline here: OpenAI Compatible provider, base URL {url}/v1, any API key, model ID
+{cfg.models.routed}. Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}.
+Ctrl-C stops.
 """, flush=True)
 
         await server.serve(cfg, ready=banner)

@@ -6,7 +6,8 @@
     └── NoBackend              503: the pinned backend is disabled
 
 Routing's :class:`routing.errors.NoBackendAvailable` becomes a 429 with ``retry-after`` when
-the wait is temporary, else a 503 naming why each backend was skipped. Backend errors
+the wait is temporary, else a 503 naming why each backend was skipped;
+:class:`routing.errors.ConversationStopped` (the runaway guard) a 400 that clients do not retry. Backend errors
 (:mod:`backends.errors`) are rendered here too, with the upstream's status, so
 a Cerebras 429 reaches Cline as a 429 with ``retry-after``. Handlers never catch ``Exception``;
 anything unexpected becomes a 500 with no traceback in the body.
@@ -22,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from backends.errors import BackendError
-from routing.errors import NoBackendAvailable
+from routing.errors import ConversationStopped, NoBackendAvailable
 
 log = logging.getLogger("gateway")
 
@@ -81,22 +82,34 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
                         content_type="application/json")
 
 
+# The "error" object of each error response the middleware renders, so the request log can
+# write a line for requests that were refused before a handler logged them.
+ERROR = web.ResponseKey("error", dict)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
-        return json_response(error_body(exc.message, exc.type, exc.param, exc.code),
-                             exc.status, exc.headers)
+        body, status, headers = error_body(exc.message, exc.type, exc.param, exc.code), exc.status, exc.headers
+    except ConversationStopped as exc:
+        # 400, not 429: Cline's classic task loop, the Cline CLI/SDK and the AI SDK retry a 429 (the
+        # CLI re-requests at once), and 401-428 read as a key problem in Cline. A 400 is retried
+        # by none of the SDKs (x-should-retry: false tells the Stainless ones so too); classic Cline
+        # tries three more times in 14 s, which the guard refuses at no model cost. The message
+        # starts with the status, because the Cline SDK classifies errors by their text.
+        body = error_body(f"400 {exc}", "invalid_request_error", None, "conversation_stopped")
+        body["error"]["guard"] = exc.reason
+        status, headers = 400, {"x-should-retry": "false"}
     except NoBackendAvailable as exc:
         # Temporary (cooldown, rate limit): a 429 with retry-after, which Cline retries by itself.
         status, kind = (429, "rate_limit_exceeded") if exc.retry_after is not None else (503, "service_unavailable")
-        return json_response(error_body(str(exc), kind, None, "no_backend_available"), status,
-                             retry_after_header(exc.retry_after))
-    except BackendError as exc:
+        body = error_body(str(exc), kind, None, "no_backend_available")
         headers = retry_after_header(exc.retry_after)
+    except BackendError as exc:
+        body, status, headers = backend_error_body(exc), exc.status, retry_after_header(exc.retry_after)
         headers["x-glm-backend"] = exc.backend
-        return json_response(backend_error_body(exc), exc.status, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -104,13 +117,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
         message = exc.reason if exc.status != 413 else exc.text or exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return json_response(error_body(message or "error", kind, None, exc.status), exc.status, headers)
+        body, status = error_body(message or "error", kind, None, exc.status), exc.status
     except ConnectionResetError:
         # The client is gone (its socket closed under a write). aiohttp takes a response it
         # cannot send as a premature disconnect, quietly; an exception it would log as a crash.
         # 499 is nginx's "client closed request": only the access log ever sees it.
-        return web.Response(status=499)
+        response = web.Response(status=499)
+        response[ERROR] = error_body("the client closed the connection", "client_closed")["error"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(error_body("internal gateway error; see the gateway log", "server_error",
-                                        None, 500), 500)
+        body = error_body("internal gateway error; see the gateway log", "server_error", None, 500)
+        status, headers = 500, {}
+    response = json_response(body, status, headers)
+    response[ERROR] = body["error"]
+    return response

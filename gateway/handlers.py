@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 from aiohttp import web
 
 from backends import BackendError
-from gateway.errors import APIError, InvalidRequest, ModelNotFound, NoBackend, json_response
+from gateway.errors import APIError, InvalidRequest, ModelNotFound, NoBackend, json_response, retry_after_header
 from gateway.keys import (
     ACCOUNTANT,
     CLIENT,
@@ -30,10 +31,12 @@ from gateway.keys import (
     STREAMS,
     WALL_CLOCK,
 )
+from gateway.logs import LOGGED
 from gateway.sse import StreamRelay
 from gateway.stats import stats
-from gateway.validation import parse_chat_request
-from routing import NoBackendAvailable
+from gateway.validation import ChatRequest, parse_chat_request
+from routing import Route, Router
+from routing.errors import ConversationStopped, RoutingError
 
 log = logging.getLogger("gateway.request")
 
@@ -46,14 +49,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     limits = app[LIMITS]
     limits.admit(request[CLIENT])
     chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"), cfg.limits)
-    strategy = _strategy(request, chat.model or cfg.models.routed)
+    strategy = _strategy(request, chat.model)
     router = app[ROUTER]
     try:
         route = await router.admit(chat.body, strategy)
-    except NoBackendAvailable:
+    except RoutingError as exc:
         accountant = app[ACCOUNTANT]
         accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream,
-                                             at=app[WALL_CLOCK]()))
+                                             at=app[WALL_CLOCK](), error=type(exc).__name__,
+                                             guard=exc.reason if isinstance(exc, ConversationStopped) else None))
         raise
     if cfg.logging.log_bodies:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
@@ -62,17 +66,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     wall_started = app[WALL_CLOCK]()
     accountant = app[ACCOUNTANT]
     recorded = False
+    failure: BackendError | APIError | None = None  # what the client got instead of an answer
 
     def account(status: str, error: str | None = None) -> asyncio.Future[None]:
         """Record the request once; returns the ledger write, which callers await where a client
         is still waiting for the answer (so nobody holds an answer the ledger could lose)."""
         nonlocal recorded
         recorded = True
+        request[LOGGED] = True
         row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         written = asyncio.shield(accountant.record(row))  # first: the commit overlaps the log line
+        # The runaway guard's per-conversation cap needs what each of its requests cost the cloud.
+        router.conversations.spent(route.features.conversation_key, row["cloud_cost"], clock())
+        dropped = _dropping(router, chat, route.served_by)
+        for name in dropped:
+            log.warning("request %s: the %s backend takes no %s parts; they were dropped", rid, name,
+                        ", ".join(sorted(chat.non_text_parts)))
         if log.isEnabledFor(logging.INFO):  # the entry is built only when it will be written
-            log.info("request %s", orjson.dumps(_log_entry(row, chat.model, route), default=str).decode())
+            entry = _log_entry(row, chat, route, request[CLIENT], failure, dropped)
+            log.info("request %s", orjson.dumps(entry, default=str).decode())
         return written
 
     status, error = "error", None
@@ -81,9 +94,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
                                 include_usage=chat.include_usage, clock=clock,
                                 before_done=lambda: account("ok"), active=app[STREAMS])
+            chunks = router.stream(route, chat.body)
+            if chat.non_text_parts:
+                chunks = _noting_drops(chunks, router, chat, route, headers)
             try:
                 with limits.stream_slot(request[CLIENT]):
-                    await relay.run(router.stream(route, chat.body))
+                    await relay.run(chunks)
             finally:
                 if relay.outcome.status != "pending":  # pending: refused before it started
                     status = relay.outcome.status
@@ -97,9 +113,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         status = "ok"
         await account("ok")
         headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
+        _drop_header(headers, chat, _dropping(router, chat, route.served_by))
         return json_response(data, headers=headers)
     except (BackendError, APIError) as exc:
-        status, error = "error", type(exc).__name__
+        status, error, failure = "error", type(exc).__name__, exc
         raise
     except asyncio.CancelledError:
         if not chat.stream:  # a stream's outcome says itself whether it was cancelled or aborted
@@ -110,17 +127,61 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             account(status, error)  # failed or cancelled: nobody waits for an answer, so neither do we
 
 
-def _log_entry(row: dict[str, Any], model: str | None, route: Any) -> dict[str, Any]:
+def _log_entry(row: dict[str, Any], chat: ChatRequest, route: Route, client: str,
+               failure: BackendError | APIError | None, dropped: list[str]) -> dict[str, Any]:
     """The per-request log line: the ledger row, minus zeros, plus what only the log needs."""
     entry = {k: v for k, v in row.items() if v not in (None, 0, 0.0) or k in ("status", "savings")}
-    entry.update(model=model, failures=route.failures or None)
+    entry.update(model=chat.model, client=client, failures=route.failures or None,
+                 dropped={name: sorted(chat.non_text_parts) for name in dropped} or None)
+    if failure is not None:  # refused before the answer started: what the client was told
+        entry["http_status"] = failure.status
+        sent = retry_after_header(failure.retry_after) if isinstance(failure, BackendError) else failure.headers
+        if sent.get("Retry-After"):
+            entry["retry_after_s"] = int(sent["Retry-After"])
     return entry
 
 
-def _strategy(request: web.Request, model: str) -> str:
+def _dropping(router: Router, chat: ChatRequest, names: list[str]) -> list[str]:
+    """Those of backends ``names`` that drop this request's non-text parts: a backend that takes
+    no images gets the text parts only (its ``upstream_body``). Routing avoids it for such turns
+    when another backend takes images; otherwise the client is told, never left to guess."""
+    if not chat.non_text_parts:
+        return []
+    return [name for name in names if not router.backends[name].supports_images]
+
+
+def _drop_header(headers: dict[str, str], chat: ChatRequest, dropping: list[str]) -> None:
+    if dropping:
+        headers["x-glm-dropped"] = ",".join(sorted(chat.non_text_parts))
+    else:
+        headers.pop("x-glm-dropped", None)
+
+
+async def _noting_drops(chunks: AsyncIterator[Any], router: Router, chat: ChatRequest, route: Route,
+                        headers: dict[str, str]) -> AsyncIterator[Any]:
+    """The stream, with ``x-glm-dropped`` set in the headers the relay commits with. The relay
+    commits after the first chunk, when the backend that serves the answer is known (a fallback
+    may have changed it), unless a slow first token made it commit earlier: then the header
+    speaks for the first choice, and the log line for what really happened."""
+    _drop_header(headers, chat, _dropping(router, chat, [route.backend]))
+    async with contextlib.aclosing(chunks):
+        first = True
+        async for chunk in chunks:
+            if first:
+                _drop_header(headers, chat, _dropping(router, chat, [route.backend]))
+                first = False
+            yield chunk
+
+
+def _strategy(request: web.Request, model: str | None) -> str:
     """The model id, or the ``x-glm-route`` header over it, picks the routing strategy."""
     cfg = request.app[CONFIG]
     model_ids = request.app[MODEL_IDS]
+    if not model:
+        # OpenAI's rule too: a client that forgot the field (or sent it under another name)
+        # must learn why, not get whichever model a default picks.
+        raise InvalidRequest(f"you must provide a model parameter; use one of: {', '.join(model_ids)}",
+                             param="model", code="missing_required_parameter")
     if model not in model_ids:
         raise ModelNotFound(f"model {model!r} is not served here; use one of: {', '.join(model_ids)}",
                             param="model", code="model_not_found")
@@ -192,4 +253,7 @@ async def get_stats(request: web.Request) -> web.Response:
     await accountant.flush()  # every finished request is in the ledger before it is summed
     body = await stats(accountant.ledger, app[WALL_CLOCK](), app[STARTED])
     body["budget"] = accountant.budget.report()
+    classifier = app[ROUTER].classifier
+    body["classifier"] = {"method": app[CONFIG].routing.classifier.method, "threshold": classifier.threshold,
+                          "model": classifier.scorer.meta if classifier.scorer else None}
     return json_response(body)

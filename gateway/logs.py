@@ -1,7 +1,14 @@
-"""Logging to stderr and a rotating file, with secrets scrubbed as a last line of defence.
+"""Logging to stderr and a rotating file, with secrets scrubbed as a last line of defence, and
+the request log: one JSON line per request on the ``gateway.request`` logger.
 
 The code never formats a key into a log message; :class:`SecretFilter` makes sure that a
 mistake (an upstream echoing our Authorization header in an error, say) cannot leak one either.
+
+A request that reached routing gets its line from the handler (the ledger row, at info). One
+refused before that (a 401, a client limit, no backend available or over budget, bad input)
+gets it from :func:`request_log_middleware`: status, code, ``retry_after_s`` and the client
+(``key#N`` or its address), at info for refusals and at debug for the client's own mistakes.
+Never a body, never a key.
 """
 
 from __future__ import annotations
@@ -9,12 +16,22 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-from typing import Iterable
+from typing import Any, Iterable
+
+import orjson
+from aiohttp import web
 
 from config import GatewayConfig
+from gateway.errors import ERROR, Handler
+from gateway.keys import CLIENT, REQUEST_ID
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OUR_LOGGERS = ("gateway", "backends", "routing", "config")
+# Set by the handler once it has written the request's line: the middleware must not add another.
+LOGGED = web.RequestKey("request_logged", bool)
+# Refusals an operator needs to see at info (why did Cline sit still?); other 4xx are the
+# client's own mistakes, at debug.
+REFUSALS = frozenset({401, 403, 429})
 
 
 class SecretFilter(logging.Filter):
@@ -62,3 +79,34 @@ def setup_logging(cfg: GatewayConfig) -> list[logging.Handler]:
             logger.addHandler(handler)
         logger.propagate = False
     return handlers
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    error = response.get(ERROR)  # set by the error middleware on every error it renders
+    if error is not None and not request.get(LOGGED):
+        log_refusal(request, response, error)
+    return response
+
+
+def log_refusal(request: web.Request, response: web.StreamResponse, error: dict[str, Any]) -> None:
+    """The line of a request answered with ``error`` before the handler logged it."""
+    status = response.status
+    refused = status in REFUSALS or status >= 500
+    level = logging.INFO if refused else logging.DEBUG
+    outcome = "error" if status == 500 else "refused" if refused else "cancelled" if status == 499 else "rejected"
+    log = logging.getLogger("gateway.request")
+    if not log.isEnabledFor(level):
+        return
+    retry_after = response.headers.get("Retry-After")
+    entry = {
+        "id": request.get(REQUEST_ID), "status": outcome, "http_status": status,
+        "code": error.get("code"), "param": error.get("param"),
+        "retry_after_s": int(retry_after) if retry_after and retry_after.isdigit() else None,
+        "client": request.get(CLIENT) or f"addr:{request.remote}", "path": request.path,
+        # Refusal messages are the gateway's own words (which backend was skipped, and why);
+        # input errors can quote what the client sent, so they stay out of the log.
+        "reason": error.get("message") if refused else None,
+    }
+    log.log(level, "request %s", orjson.dumps({k: v for k, v in entry.items() if v is not None}).decode())

@@ -23,6 +23,8 @@ STATUSES = frozenset({"ok", "error", "cancelled"})
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 WINDOW = re.compile(r"(requests|tokens)-(minute|hour|day)")
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+JUDGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 5)
+GUARDS = frozenset({"failing_after_escalation", "repeating", "conversation_budget"})
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
@@ -32,8 +34,9 @@ def bounded(value: Any, allowed: frozenset[str], other: str = "other") -> str:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, gauges: Callable[[], Mapping[str, Any]],
-                 route_reasons: frozenset[str]) -> None:
+                 route_reasons: frozenset[str], signals: frozenset[str] = frozenset()) -> None:
         self.reasons = route_reasons
+        self.signals = signals  # escalation signal names: from config, so bounded
         self.requests = Counter(f"{PREFIX}_requests", "Finished requests.", ["backend", "route_reason", "status"],
                                 registry=registry)
         self.tokens = Counter(f"{PREFIX}_tokens", "Tokens consumed, by backend and kind.", ["backend", "kind"],
@@ -49,6 +52,15 @@ class Metrics:
                               ["backend"], buckets=TTFT_BUCKETS, registry=registry)
         self.duration = Histogram(f"{PREFIX}_request_duration_seconds", "Request duration.", ["backend"],
                                   buckets=DURATION_BUCKETS, registry=registry)
+        self.escalations = Counter(f"{PREFIX}_escalations", "Conversations moved to the cloud on evidence of local "
+                                   "failing, by the signal at the turn that crossed the threshold.", ["signal"],
+                                   registry=registry)
+        self.guard_stops = Counter(f"{PREFIX}_guard_stops", "Requests refused by the runaway guard.", ["reason"],
+                                   registry=registry)
+        self.judge_calls = Counter(f"{PREFIX}_judge_calls", "Model-judge calls, by whether the judge agreed with "
+                                   "the scorer (failed: no usable answer in time).", ["outcome"], registry=registry)
+        self.judge_seconds = Histogram(f"{PREFIX}_judge_seconds", "Time the model judge took.",
+                                       buckets=JUDGE_BUCKETS, registry=registry)
         registry.register(_Gauges(gauges))
         # prometheus-client's labels() validates and locks on every call; the label sets are
         # bounded, so each child is looked up once and kept (observe runs once per request).
@@ -81,6 +93,14 @@ class Metrics:
         if row["ttft_s"] is not None:
             self._child(self.ttft, first).observe(row["ttft_s"])
         self._child(self.duration, first).observe(row["duration_s"])
+        if row.get("escalated_by"):
+            self._child(self.escalations, bounded(row["escalated_by"], self.signals)).inc()
+        if row.get("guard"):
+            self._child(self.guard_stops, bounded(row["guard"], GUARDS)).inc()
+        if row.get("judge_backend") and row.get("judge_s") is not None:
+            outcome = "failed" if not row["judge_label"] else "disagree" if row["class_source"] == "judge" else "agree"
+            self._child(self.judge_calls, outcome).inc()
+            self.judge_seconds.observe(row["judge_s"])
 
 
 class _Gauges(Collector):

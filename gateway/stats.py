@@ -41,13 +41,24 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
         "all_cloud_cost_usd": round(all_cloud, 6),
     }
     for name, column in (("requests_by_backend", "served_by"), ("route_reasons", "route_reason"),
-                         ("statuses", "status"), ("hedges", "hedge"), ("errors", "error")):
+                         ("statuses", "status"), ("hedges", "hedge"), ("errors", "error"),
+                         ("classified_by", "class_source"), ("escalations", "escalated_by"),
+                         ("guard_stops", "guard")):
         rows = await ledger.query(f"SELECT {column}, count(*) FROM requests WHERE ts >= ? AND {column} IS NOT NULL "
                                   f"GROUP BY {column}", (since,))
         out[name] = dict(rows)
     rows = await ledger.query("SELECT failover_reason, failover_phase, count(*) FROM requests WHERE ts >= ? "
                               "AND failover_reason IS NOT NULL GROUP BY 1, 2", (since,))
     out["failovers"] = [{"reason": r, "phase": p, "count": c} for r, p, c in rows]
+    (calls, failed, overruled, judge_s, judge_p, judge_c, judge_cost), = await ledger.query(
+        "SELECT count(*), coalesce(sum(judge_label IS NULL), 0), coalesce(sum(class_source = 'judge'), 0),"
+        " coalesce(sum(judge_s), 0), coalesce(sum(judge_prompt), 0), coalesce(sum(judge_completion), 0),"
+        " coalesce(sum(judge_cost), 0) FROM requests WHERE ts >= ? AND judge_backend IS NOT NULL", (since,))
+    answered = calls - failed
+    out["judge"] = {"calls": calls, "failed": failed, "overruled_scorer": overruled,
+                    "agreement_with_scorer": round((answered - overruled) / answered, 4) if answered else None,
+                    "mean_s": round(judge_s / calls, 4) if calls else None,
+                    "tokens": {"prompt": judge_p, "completion": judge_c}, "cost_usd": round(judge_cost, 6)}
     out["ttft_s"] = {}
     for backend in ("local", "cloud"):
         values = [v for (v,) in await ledger.query(

@@ -1,10 +1,19 @@
 """Request features: what routing needs to know about a chat request. Pure, no I/O.
 
-The *task* is the user's latest real instruction, not whatever came last. Cline wraps the task
-in ``<task>…</task>``, sends tool results as user turns that start ``[read_file for 'x'] Result:``,
-puts the user's later words in ``<feedback>``/``<answer>`` inside some of those results, and
-appends ``<environment_details>`` to user turns. Classifying the 8k-token system prompt or a
-file's contents would route on noise.
+The *task* is the user's latest real instruction, not whatever came last. Two Cline shapes:
+
+- the classic extension wraps the task in ``<task>…</task>``, sends tool results as user turns
+  that start ``[read_file for 'x'] Result:``, puts the user's later words in
+  ``<feedback>``/``<answer>`` inside some of those results, and appends
+  ``<environment_details>`` to user turns;
+- the Cline CLI/SDK sends the task as plain text (or ``<user_input mode="act">…</user_input>``),
+  tool results as ``role: "tool"`` messages, and ``[SYSTEM] This run is not complete…``
+  reminders as user turns, which are never the task.
+
+Agent-written user turns (``[ERROR] You did not use a tool…``, ``[SYSTEM] …``) are skipped the
+same way. A *compaction* request (no tools, one huge "summarise this session" prompt) is a
+summarising task: its transcript is never taken for the task. Classifying the 8k-token system
+prompt or a file's contents would route on noise.
 
     features = extract_features(body, counter)
     features.task_text, features.prompt_tokens, features.conversation_key
@@ -21,7 +30,10 @@ import orjson
 
 from routing.tokens import TokenCounter, message_text
 
-TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message)>\s*(.*?)\s*</\1>", re.S)
+TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message|user_input)(?:\s[^>]*)?>\s*(.*?)\s*</\1>", re.S)
+# User turns the agent wrote itself (Cline's reminders and error notices), never the task.
+AGENT_TURN = re.compile(r"\s*\[(?:SYSTEM|ERROR)\]")
+COMPACTION = re.compile(r"\s*Summari[sz]e (?:the provided coding session|this session for continuation)")
 TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for [^\]\n]*)?\] Result:")
 # Tool results that can carry the user's own words (Cline's follow-up answers and feedback).
 TOOLS_WITH_USER_WORDS = frozenset({"attempt_completion", "ask_followup_question", "plan_mode_respond"})
@@ -40,6 +52,7 @@ class Features:
     max_tokens: int | None
     depth: int  # assistant turns so far
     conversation_key: str
+    compaction: bool = False  # a "summarise this session" request: not a task, not a new conversation
 
     def needed_tokens(self, reserve: int) -> int:
         """Context the request needs: the prompt plus room for the answer."""
@@ -61,7 +74,8 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features
     if tools:
         # Tool schemas are sent on every turn and count against the context.
         prompt_tokens += counter.count_cached(orjson.dumps(tools).decode())
-    task = task_text(messages)
+    compaction = is_compaction(messages, bool(tools))
+    task = "" if compaction else task_text(messages)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     return Features(
         task_text=task,
@@ -73,7 +87,23 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features
         max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
         depth=depth,
         conversation_key=conversation_key(messages),
+        compaction=compaction,
     )
+
+
+def is_compaction(messages: list[dict[str, Any]], has_tools: bool) -> bool:
+    """The Cline CLI's context compaction: no tools, a summariser system prompt or a summarise
+    instruction opening the one user message that carries the whole transcript."""
+    if has_tools or not messages:
+        return False
+    users = [m for m in messages if m.get("role") == "user"]
+    heads = [m for m in messages if m.get("role") in ("system", "developer")][:1] + users[:1]
+    return len(users) == 1 and any(COMPACTION.match(_head(m)) for m in heads)
+
+
+def _head(message: dict[str, Any]) -> str:
+    parts = _text_parts(message.get("content"))
+    return parts[0][:200] if parts else ""
 
 
 def task_text(messages: list[dict[str, Any]]) -> str:
@@ -84,6 +114,8 @@ def task_text(messages: list[dict[str, Any]]) -> str:
         parts = _text_parts(message.get("content"))
         if not parts:
             continue
+        if AGENT_TURN.match(parts[0]):
+            continue  # the agent's own reminder or error notice
         tool = TOOL_RESULT.match(parts[0])
         if tool and tool.group(1) not in TOOLS_WITH_USER_WORDS:
             continue  # tool output: never scanned, it can be a whole file

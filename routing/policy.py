@@ -4,8 +4,9 @@ Order of rules:
 
 1. The strategy proposes an order of backends (``complexity`` asks the classifier; the pinned
    model ids and ``x-glm-route: local|cloud`` mean ``local_only`` / ``cloud_only``).
-2. Sticky: a conversation stays on the backend that served its last turn, unless a rule below
-   moves it (llama.cpp keeps that conversation's KV cache warm).
+2. Escalated: a conversation whose recent turns showed local failing goes to the cloud first
+   (never a pinned one). Otherwise sticky: a conversation stays on the backend that served its
+   last turn, unless a rule below moves it (llama.cpp keeps that conversation's KV cache warm).
 3. Hard rules remove backends: a prompt that does not fit a backend's context window; images,
    when some candidate accepts them and this one does not; a backend that is down, loading,
    open-circuit, cooling down, near its rate limit or over budget.
@@ -37,6 +38,8 @@ REASONS = frozenset({
     "images",       # the preferred backend does not accept images
     "unavailable",  # the preferred backend is down, open-circuit, cooling or rate-limited
     "fallback",     # set at run time: the primary failed before the first byte
+    "escalated",    # the conversation's recent turns showed the local model failing
+    "guard",        # set when refused: the runaway guard stopped the conversation
 })
 ONLY = {"local_only": "local", "cloud_only": "cloud"}
 
@@ -85,9 +88,13 @@ def proposal(strategy: str, classification: Classification) -> list[tuple[str, s
 
 
 def decide(features: Features, classification: Classification, views: Mapping[str, BackendView],
-           cfg: RoutingConfig, *, strategy: str, sticky: str | None, now: float) -> RouteDecision | NoRoute:
+           cfg: RoutingConfig, *, strategy: str, sticky: str | None, now: float,
+           escalated: bool = False) -> RouteDecision | NoRoute:
     order = [(name, reason) for name, reason in proposal(strategy, classification) if name in views]
-    if sticky and strategy not in ONLY and any(name == sticky for name, _ in order):
+    if escalated and strategy not in ONLY:
+        # Evidence beats the guess: the cloud first, whatever the classifier or stickiness said.
+        order = [(name, "escalated") for name in ("cloud", "local") if name in views]
+    elif sticky and strategy not in ONLY and any(name == sticky for name, _ in order):
         order.sort(key=lambda item: item[0] != sticky)
         order[0] = (sticky, "sticky")
 

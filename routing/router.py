@@ -34,9 +34,12 @@ from backends import Backend, BackendError, BackendRejected, BackendUnavailable,
 from config.schema import RoutingConfig
 from routing.assemble import assemble
 from routing.classifier import Classification, Classifier
-from routing.errors import NoBackendAvailable
+from routing.conversations import Conversations
+from routing.errors import ConversationStopped, NoBackendAvailable
+from routing.escalation import Detector, turn_fingerprint
 from routing.features import Features, extract_features
-from routing.policy import NoRoute, RouteDecision, decide
+from routing.judge import Judge, JudgeVerdict
+from routing.policy import ONLY, NoRoute, RouteDecision, decide
 from routing.splice import BEFORE_FIRST_TOKEN, Splice
 from routing.state import BackendStates
 from routing.tokens import TokenCounter
@@ -70,6 +73,8 @@ class Route:
     hedge: Hedge = attrs.Factory(Hedge)
     usage: dict[str, dict[str, Any]] = attrs.Factory(dict)  # per backend, as reported or estimated
     ttft_s: float | None = None  # until the first content/reasoning/tool-call delta was relayed
+    escalated_by: str | None = None  # the signal at the turn that escalated the conversation
+    judge: JudgeVerdict | None = None  # the model judge's answer, when the scorer was unsure
 
     @property
     def model_used(self) -> str:
@@ -87,24 +92,54 @@ class Router:
         self.clock, self.sleep, self.rand = clock, sleep, rand
         self.classifier = Classifier(cfg.classifier)
         self.states = BackendStates({name: b.cfg for name, b in backends.items()}, cfg)
+        self.detector = Detector(cfg.escalation)
+        self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
+        judge_backend = backends.get(cfg.judge.backend) if cfg.judge.enabled else None
+        self.judge = Judge(judge_backend, cfg.judge, clock) if judge_backend is not None else None
 
     # --- deciding ------------------------------------------------------------------------------
-    def route(self, body: Mapping[str, Any], strategy: str) -> Route:
+    def route(self, body: Mapping[str, Any], strategy: str, classification: Classification | None = None) -> Route:
         now = self.clock()
         features = extract_features(body, self.counter)
-        classification = self.classifier.classify(features)
+        escalated, escalated_by = self._observe(body, features, strategy, now)
+        classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
         views = self.states.views({n: b.rate_limits for n, b in self.backends.items()}, needed, now)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
-        decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now)
-        log.debug("route %s strategy=%s class=%s score=%.1f reasons=%s tokens=%d key=%s -> %s",
+        decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
+                          escalated=escalated)
+        log.debug("route %s strategy=%s class=%s score=%.3f reasons=%s tokens=%d key=%s escalated=%s -> %s",
                   "none" if isinstance(decision, NoRoute) else decision.primary, strategy,
                   classification.label, classification.score, list(classification.reasons),
-                  features.prompt_tokens, features.conversation_key[:8], decision)
+                  features.prompt_tokens, features.conversation_key[:8], escalated, decision)
         if isinstance(decision, NoRoute):
             retry_after = None if decision.retry_at is None else max(0.0, decision.retry_at - now)
             raise NoBackendAvailable(decision.explain(), retry_after=retry_after)
-        return Route(features, classification, decision, strategy, decision.primary, decision.reason)
+        route = Route(features, classification, decision, strategy, decision.primary, decision.reason)
+        route.escalated_by = escalated_by
+        return route
+
+    def _observe(self, body: Mapping[str, Any], features: Features, strategy: str,
+                 now: float) -> tuple[bool, str | None]:
+        """Escalation and the runaway guard for this request's conversation: (escalated, the
+        signal that escalated it at this very turn). A compaction request touches nothing."""
+        if features.compaction or not features.conversation_key:
+            return False, None
+        messages = body.get("messages") or ()
+        turns = self.detector.recent_turns(messages, self.cfg.escalation.window) if features.depth else []
+        newest = turns[-1] if turns else frozenset()
+        verdict = self.conversations.observe(
+            features.conversation_key, features.depth, newest, turn_fingerprint(messages) if features.depth else None,
+            bool(turns) and self.detector.escalates(turns), now, may_escalate=strategy not in ONLY)
+        if verdict.stopped is not None:
+            stop = verdict.stopped
+            log.info("runaway guard: conversation %s stopped (%s)", features.conversation_key[:8], stop.reason)
+            raise ConversationStopped(stop.reason, stop.setting, stop.message, retry_after=stop.until - now)
+        by = None
+        if verdict.escalated_now:
+            by = min(newest or frozenset().union(*turns) or {"signals"})
+            log.info("conversation %s escalated to the cloud (%s)", features.conversation_key[:8], by)
+        return verdict.escalated and strategy not in ONLY, by
 
     async def admit(self, body: Mapping[str, Any], strategy: str) -> Route:
         """:meth:`route`, but when nothing can serve only for a while (a cooldown after a 429, an
@@ -114,7 +149,7 @@ class Router:
         started = self.clock()
         for _ in range(self.cfg.max_attempts):
             try:
-                return self.route(body, strategy)
+                return await self._judged(body, strategy, self.route(body, strategy))
             except NoBackendAvailable as exc:
                 wait = exc.retry_after
                 if wait is None or self.clock() - started + wait > self.cfg.max_total_s:
@@ -122,6 +157,22 @@ class Router:
                 log.info("no backend available for %.2fs (%s); waiting", wait, exc)
                 await self.sleep(wait + 0.01)  # just past the end of the cooldown
         return self.route(body, strategy)
+
+    async def _judged(self, body: Mapping[str, Any], strategy: str, route: Route) -> Route:
+        """The route, decided again if the judge overrules a doubtful first-turn verdict."""
+        c, features = route.classification, route.features
+        if (self.judge is None or strategy != "complexity" or c.source != "model" or features.depth
+                or route.reason not in ("simple", "complex")
+                or not self.judge.doubtful(c.score, self.classifier.threshold)):
+            return route
+        verdict = await self.judge.ask(features.conversation_key, features.task_text)
+        log.debug("judge on %s: %s (scorer %s %.3f) in %.3fs%s", features.conversation_key[:8], verdict.label,
+                  c.label, c.score, verdict.seconds, f" ({verdict.error})" if verdict.error else "")
+        if verdict.label is not None and verdict.label != c.label:
+            judged = Classification(verdict.label, c.score, (f"judge: {verdict.label}", *c.reasons), "judge")
+            route = self.route(body, strategy, judged)
+        route.judge = verdict
+        return route
 
     # --- running -------------------------------------------------------------------------------
     async def stream(self, route: Route, body: Mapping[str, Any]) -> AsyncIterator[Chunk]:

@@ -32,8 +32,12 @@ def make_config(local_url: str, cloud_url: str, **sections: dict[str, Any]) -> G
         cloud=attrs.evolve(cfg.backends.cloud, **{"base_url": cloud_url, "api_key": CLOUD_KEY,
                                                   "health_interval_s": 0.2, **sections.pop("cloud", {})}),
     )
-    # In-memory ledger unless a test asks for a file (persistence tests do).
-    cfg = attrs.evolve(cfg, backends=backends, ledger=attrs.evolve(cfg.ledger, path=":memory:"))
+    # In-memory ledger unless a test asks for a file (persistence tests do). Tests of routing
+    # mechanics (fallback, failover, accounting) use the keyword classifier, so retraining the
+    # learned scorer can never change what they test; tests/test_scorer.py and
+    # tests/test_escalation.py cover the learned scorer end to end.
+    routing = attrs.evolve(cfg.routing, classifier=attrs.evolve(cfg.routing.classifier, method="keywords"))
+    cfg = attrs.evolve(cfg, backends=backends, routing=routing, ledger=attrs.evolve(cfg.ledger, path=":memory:"))
     for name, values in sections.items():
         cfg = attrs.evolve(cfg, **{name: attrs.evolve(getattr(cfg, name), **values)})
     return cfg

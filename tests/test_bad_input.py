@@ -8,6 +8,16 @@ import pytest
 from tests.conftest import user
 
 OK = {"model": "glm-4.7", "messages": user()}
+TOOL = {"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}
+
+
+def body(**fields) -> bytes:
+    return orjson.dumps({**OK, **fields})
+
+
+def parts(*content: dict) -> bytes:
+    return body(messages=[{"role": "user", "content": list(content)}])
+
 
 # (case, body bytes, content-type, expected status, expected param or None)
 CASES = [
@@ -48,6 +58,65 @@ CASES = [
      "application/json", 400, "stream_options.include_usage"),
     ("tools not a list", orjson.dumps({**OK, "tools": {"a": 1}}), "application/json", 400, "tools"),
     ("model a number", orjson.dumps({**OK, "model": 7}), "application/json", 400, "model"),
+    ("model missing", orjson.dumps({"messages": user()}), "application/json", 400, "model"),
+    ("model empty", body(model=""), "application/json", 400, "model"),
+    ("unknown content part", parts({"type": "text", "text": "look"}, {"type": "video_frame", "data": "x"}),
+     "application/json", 400, "messages[0].content[1].type"),
+    ("image part without image_url", parts({"type": "image_url"}), "application/json", 400,
+     "messages[0].content[0].image_url"),
+    ("image_url a string", parts({"type": "image_url", "image_url": "data:image/png;base64,AAAA"}),
+     "application/json", 400, "messages[0].content[0].image_url"),
+    ("image_url without url", parts({"type": "image_url", "image_url": {"detail": "low"}}), "application/json",
+     400, "messages[0].content[0].image_url.url"),
+    ("input_audio a string", parts({"type": "input_audio", "input_audio": "wav"}), "application/json", 400,
+     "messages[0].content[0].input_audio"),
+    ("refusal not a string", body(messages=[*user(), {"role": "assistant", "content": [
+        {"type": "refusal", "refusal": 1}]}]), "application/json", 400, "messages[1].content[0].refusal"),
+    ("tool message without tool_call_id", body(messages=[*user(), {"role": "tool", "content": "42"}]),
+     "application/json", 400, "messages[1].tool_call_id"),
+    ("tool call arguments an object", body(messages=[*user(), {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": {"path": "a"}}}]}]),
+     "application/json", 400, "messages[1].tool_calls[0].function.arguments"),
+    ("logprobs a string", body(logprobs="yes"), "application/json", 400, "logprobs"),
+    ("top_logprobs without logprobs", body(top_logprobs=3), "application/json", 400, "top_logprobs"),
+    ("top_logprobs over 20", body(logprobs=True, top_logprobs=21), "application/json", 400, "top_logprobs"),
+    ("response_format a string", body(response_format="json"), "application/json", 400, "response_format"),
+    ("response_format without type", body(response_format={}), "application/json", 400, "response_format.type"),
+    ("response_format unknown type", body(response_format={"type": "xml"}), "application/json", 400,
+     "response_format.type"),
+    ("json_schema missing", body(response_format={"type": "json_schema"}), "application/json", 400,
+     "response_format.json_schema"),
+    ("json_schema without name", body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+     "application/json", 400, "response_format.json_schema.name"),
+    ("json_schema schema a string", body(response_format={"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": "object"}}), "application/json", 400, "response_format.json_schema.schema"),
+    ("tool not an object", body(tools=["read_file"]), "application/json", 400, "tools[0]"),
+    ("tool without type", body(tools=[{"function": {"name": "read_file"}}]), "application/json", 400,
+     "tools[0].type"),
+    ("tool of another type", body(tools=[{"type": "custom", "custom": {"name": "x"}}]), "application/json", 400,
+     "tools[0].type"),
+    ("tool name not a string", body(tools=[TOOL, {"type": "function", "function": {"name": 3}}]),
+     "application/json", 400, "tools[1].function.name"),
+    ("tool parameters a list", body(tools=[{"type": "function", "function": {"name": "a", "parameters": []}}]),
+     "application/json", 400, "tools[0].function.parameters"),
+    ("tool_choice unknown string", body(tools=[TOOL], tool_choice="sometimes"), "application/json", 400,
+     "tool_choice"),
+    ("tool_choice required without tools", body(tool_choice="required"), "application/json", 400, "tool_choice"),
+    ("tool_choice names an unknown tool", body(tools=[TOOL], tool_choice={
+        "type": "function", "function": {"name": "write_file"}}), "application/json", 400, "tool_choice"),
+    ("tool_choice names a tool but no tools", body(tool_choice={"type": "function", "function": {"name": "a"}}),
+     "application/json", 400, "tool_choice"),
+    ("tool_choice without function name", body(tools=[TOOL], tool_choice={"type": "function", "function": {}}),
+     "application/json", 400, "tool_choice.function.name"),
+    ("tool_choice a number", body(tools=[TOOL], tool_choice=1), "application/json", 400, "tool_choice"),
+    ("parallel_tool_calls a string", body(parallel_tool_calls="false"), "application/json", 400,
+     "parallel_tool_calls"),
+    ("seed a string", body(seed="42"), "application/json", 400, "seed"),
+    ("seed a float", body(seed=4.2), "application/json", 400, "seed"),
+    ("stop a number", body(stop=7), "application/json", 400, "stop"),
+    ("five stop sequences", body(stop=["a", "b", "c", "d", "e"]), "application/json", 400, "stop"),
+    ("stop sequence a number", body(stop=["END", 7]), "application/json", 400, "stop[1]"),
+    ("user a number", body(user=42), "application/json", 400, "user"),
     ("unknown model", orjson.dumps({**OK, "model": "gpt-99"}), "application/json", 404, "model"),
     ("wrong content-type", orjson.dumps(OK), "text/plain", 415, None),
     ("form content-type", b"model=glm-4.7", "application/x-www-form-urlencoded", 415, None),
@@ -106,7 +175,13 @@ async def test_wrong_method_or_path_is_openai_shaped(http, gateway, method, path
         assert_openai_error(await resp.json(), status)
 
 
-async def test_missing_model_means_the_routed_id(http, gateway):
+async def test_missing_model_is_a_400_naming_the_served_ids(http, gateway):
+    # OpenAI's answer too: a client that forgot the field learns why, instead of getting
+    # whichever model a default picked.
     async with http.post(gateway.make_url("/v1/chat/completions"), json={"messages": user()}) as resp:
-        assert resp.status == 200
-        assert resp.headers["x-glm-route-reason"] == "simple"
+        assert resp.status == 400
+        error = assert_openai_error(await resp.json(), 400)
+    assert error["param"] == "model" and error["code"] == "missing_required_parameter"
+    assert "must provide a model" in error["message"]
+    for model in ("glm-4.7", "glm-4.7-local", "glm-4.7-cloud"):
+        assert model in error["message"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.cli import DEMO_CLOUD, DEMO_HARD, DEMO_LOCAL
+from gateway.app import create_app
+from gateway.cli import DEMO_CLOUD, DEMO_EASY, DEMO_HARD, DEMO_LOCAL, demo_backends, demo_config
 
 SECRET = "csk-live-do-not-print-me-0123456789"
 
@@ -55,6 +56,102 @@ async def wait_healthy(http, url: str, proc: subprocess.Popen, timeout: float = 
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("gateway never became healthy")
+
+
+# Cline's classic prompt, in its shape: a role line, then one section per tool with its parameters
+# and an XML usage example, then rules; MCP servers add sections of the same shape. About 8k-12k
+# tokens in real use.
+CLINE_TOOL = """## {name}
+Description: Request to {verb} at the specified path. Use this when you need to {verb} for a task,
+for example to analyze code, review text files, or extract information from configuration files.
+The tool returns its output as text; binary files are not supported. This tool is one of
+{count} tools you can use, one per message, and you will receive the result of that tool use in
+the user's response. You use tools step-by-step to accomplish a given task, with each tool use
+informed by the result of the previous tool use.
+Parameters:
+- path: (required) The path of the file to {verb} (relative to the current working directory
+  /home/user/project)
+- recursive: (optional) Whether to {verb} recursively. Use true for recursive listing.
+- regex: (optional) The regular expression pattern to search for. Uses Rust regex syntax.
+Usage:
+<{name}>
+<path>File path here</path>
+<recursive>true or false (optional)</recursive>
+</{name}>
+
+"""
+CLINE_HEAD = """You are Cline, a highly skilled software engineer with extensive knowledge in many
+programming languages, frameworks, design patterns, and best practices.
+
+====
+
+TOOL USE
+
+You have access to a set of tools that are executed upon the user's approval. You can use one tool
+per message. Tool use is formatted using XML-style tags: the tool name is enclosed in opening and
+closing tags, and each parameter is similarly enclosed within its own set of tags.
+
+# Tools
+
+"""
+CLINE_VERBS = ("read the contents of a file", "write content to a file", "replace sections of content in a file",
+               "search files in a directory", "list files and directories", "list definition names",
+               "execute a CLI command", "ask the user a follow-up question", "present the result of your work")
+
+
+def cline_system_prompt(counter, min_tokens: int) -> str:
+    """A Cline-classic system prompt of at least ``min_tokens`` (by the gateway's own counter)."""
+    sections, i = [CLINE_HEAD], 0
+    while counter.count("".join(sections)) < min_tokens:
+        name = f"mcp_{i // len(CLINE_VERBS)}_tool_{i % len(CLINE_VERBS)}" if i >= len(CLINE_VERBS) else \
+            ("read_file", "write_to_file", "replace_in_file", "search_files", "list_files",
+             "list_code_definition_names", "execute_command", "ask_followup_question", "attempt_completion")[i]
+        sections.append(CLINE_TOOL.format(name=name, verb=CLINE_VERBS[i % len(CLINE_VERBS)], count=i + 10))
+        i += 1
+    return "".join(sections) + "====\n\nRULES\n\n- Your current working directory is: /home/user/project\n"
+
+
+def cline_first_turn(counter, min_tokens: int = 12_500) -> list[dict]:
+    environment = ("<environment_details>\n# VSCode Visible Files\nREADME.md\n\n# VSCode Open Tabs\nREADME.md\n\n"
+                   "# Current Time\n12/1/2026, 9:14:03 AM (UTC)\n\n# Current Working Directory (/home/user/project) "
+                   "Files\nREADME.md\npyproject.toml\nsrc/\nsrc/app.py\ntests/\ntests/test_app.py\n\n"
+                   "# Context Window Usage\n0 / 64K tokens used (0%)\n\n# Current Mode\nACT MODE\n"
+                   "</environment_details>")
+    task = '<task>\nFix the typo "recieve" in README.md\n</task>'
+    return [{"role": "system", "content": cline_system_prompt(counter, min_tokens)},
+            {"role": "user", "content": [{"type": "text", "text": task}, {"type": "text", "text": environment}]}]
+
+
+async def test_demo_serves_a_cline_sized_request_locally(aiohttp_server, http, tmp_path: Path, token_counter):
+    """Issue #12: the demo's llama.cpp held 8192 tokens, less than Cline's system prompt, so every
+    Cline request went to the cloud (``context``). Same simulators, same config as the demo."""
+    local, cloud = demo_backends()
+    assert local.n_ctx >= 65_536
+    local_url, cloud_url = await local.start(), await cloud.start()
+    try:
+        cfg = demo_config("127.0.0.1", 0, local_url, cloud_url, str(tmp_path / "ledger.sqlite3"))
+        server = await aiohttp_server(create_app(cfg, token_counter=token_counter))
+        for _ in range(100):  # the first probe learns llama.cpp's real window from /props
+            async with http.get(server.make_url("/health")) as resp:
+                backends = (await resp.json())["backends"]
+            if backends["local"]["state"] == "ok":
+                break
+            await asyncio.sleep(0.05)
+        assert backends["local"]["context_window"] == local.n_ctx
+        messages = cline_first_turn(token_counter)
+        assert sum(token_counter.count_message(m)[0] for m in messages) >= 12_000
+        async with openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0) as client:
+            raw = await client.chat.completions.with_raw_response.create(model="glm-4.7", messages=messages)
+            stream = await client.chat.completions.create(model="glm-4.7", messages=messages, stream=True)
+            streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    finally:
+        await local.stop()
+        await cloud.stop()
+    assert raw.headers["x-glm-backend"] == "local" and raw.headers["x-glm-route-reason"] == "simple"
+    reply = raw.parse()
+    assert reply.choices[0].message.content == DEMO_LOCAL and reply.usage.prompt_tokens >= 12_000
+    assert streamed == DEMO_LOCAL
+    assert [r.body["stream"] for r in local.requests] == [True, True] and not cloud.requests
 
 
 def test_check_config_prints_effective_config_with_secrets_redacted(tmp_path: Path):
@@ -110,7 +207,7 @@ ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
     assert SECRET not in logged + stderr
 
 
-async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path):
+async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path, token_counter):
     port = free_port()
     proc = cli("demo", "--port", str(port), cwd=str(tmp_path))
     try:
@@ -118,7 +215,7 @@ async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path):
         await wait_healthy(http, url, proc)
         async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
             stream = await client.chat.completions.create(
-                model="glm-4.7", stream=True, messages=[{"role": "user", "content": "Say hello"}])
+                model="glm-4.7", stream=True, messages=[{"role": "user", "content": DEMO_EASY}])
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             assert text == DEMO_LOCAL
             # The demo routes: a hard task goes to the (simulated) cloud.
@@ -127,6 +224,10 @@ async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path):
             assert hard.headers["x-glm-route-reason"] == "complex"
             assert hard.parse().model_used == "cloud"
             assert hard.parse().choices[0].message.content == DEMO_CLOUD
+            # Cline's first turn (a 12k-token system prompt) fits the demo's local context.
+            cline = await client.chat.completions.with_raw_response.create(
+                model="glm-4.7", messages=cline_first_turn(token_counter))
+            assert cline.headers["x-glm-backend"] == "local" and cline.headers["x-glm-route-reason"] == "simple"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
     finally:

@@ -14,7 +14,10 @@ from config import (
     BackendConfig,
     ClassifierConfig,
     ConfigError,
+    EscalationConfig,
     GatewayConfig,
+    GuardConfig,
+    JudgeConfig,
     RoutingConfig,
     dump_yaml,
     load_config,
@@ -348,9 +351,10 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     assert rows["backends.local.supports_prefill"][0] == "true"
     assert rows["backends.cloud.headers"][0] == "{}"
     assert all(doc for _, doc in rows.values())
-    # listen 3, auth 3, limits 5, backends 2 x BackendConfig, models 3, routing (+ classifier),
-    # budget 3, ledger 1, server 3, logging 5
-    routing = len(attrs.fields(RoutingConfig)) - 1 + len(attrs.fields(ClassifierConfig))
+    # listen 3, auth 3, limits 5, backends 2 x BackendConfig, models 3, routing (+ classifier, judge,
+    # escalation, guard), budget 3, ledger 1, server 3, logging 5
+    sections = (ClassifierConfig, JudgeConfig, EscalationConfig, GuardConfig)
+    routing = len(attrs.fields(RoutingConfig)) - len(sections) + sum(len(attrs.fields(s)) for s in sections)
     assert len(rows) == 3 + 3 + 5 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 1 + 3 + 5
 
 
@@ -370,3 +374,26 @@ def test_open_bind_without_keys_is_refused_naming_the_setting() -> None:
     assert cfg.auth.active_keys == ("gw-secret-key-123",)
     assert "gw-secret-key-123" not in dump_yaml(cfg)
     assert parse("listen: {host: '::1'}").listen.loopback
+
+
+def test_old_keyword_classifier_config_migrates_to_the_keywords_method() -> None:
+    # A config written for the keyword classifier (no `method`) keeps routing as it did...
+    old = "routing: {classifier: {complex_keywords: [payments], complex_threshold: 1.5}}"
+    cfg = parse(old)
+    assert cfg.routing.classifier.method == "keywords"
+    assert cfg.routing.classifier.complex_keywords == ("payments",)
+    # ...and check-config shows it in the new shape, which loads to the same config.
+    shown = yaml.safe_load(dump_yaml(cfg))["routing"]["classifier"]
+    assert shown["method"] == "keywords" and parse(dump_yaml(cfg)) == cfg
+    # A config that names its method, or sets only new fields, is left alone.
+    assert parse("routing: {classifier: {method: learned, complex_keywords: [x]}}").routing.classifier.method == \
+        "learned"
+    assert parse("routing: {classifier: {always_cloud: [payments]}}").routing.classifier.method == "learned"
+
+
+def test_escalation_patterns_are_checked() -> None:
+    found = problems("routing: {escalation: {patterns: {'Bad-Name': x, ok: '('}}}")
+    assert list(found) == ["routing.escalation.patterns"]
+    assert "lower_snake_case" in found["routing.escalation.patterns"]
+    found = problems("routing: {escalation: {patterns: {ok: '('}}}")
+    assert "not a regular expression" in found["routing.escalation.patterns"]

@@ -26,22 +26,53 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=15,
 )
-PART = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"]) | JSON},
-                             optional={"text": st.text(max_size=50) | JSON,
-                                       "image_url": st.fixed_dictionaries({"url": st.text(max_size=30)}) | JSON})
+NAME = st.sampled_from(["read_file", "write_file", ""]) | JSON
+PART = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image_url", "input_audio", "file", "refusal", "video_frame", "x"]) | JSON},
+    optional={"text": st.text(max_size=50) | JSON,
+              "image_url": st.fixed_dictionaries({"url": st.text(max_size=30)}) | JSON,
+              "input_audio": st.fixed_dictionaries({"data": st.text(max_size=20), "format": st.just("wav")}) | JSON,
+              "file": st.fixed_dictionaries({}, optional={"file_id": st.text(max_size=10)}) | JSON,
+              "refusal": st.text(max_size=20) | JSON})
+TOOL_CALL = st.fixed_dictionaries({"id": st.text(max_size=8) | JSON, "type": st.just("function") | JSON},
+                                  optional={"function": st.fixed_dictionaries(
+                                      {"name": NAME}, optional={"arguments": st.text(max_size=20) | JSON}) | JSON})
 MESSAGE = st.fixed_dictionaries(
     {"role": st.sampled_from(["system", "user", "assistant", "tool", "developer", "wizard"]) | JSON},
     optional={"content": st.text(max_size=80) | st.lists(PART, max_size=3) | JSON,
-              "tool_calls": JSON, "tool_call_id": JSON, "reasoning_content": JSON, "name": JSON},
+              "tool_calls": st.lists(TOOL_CALL, max_size=2) | JSON, "tool_call_id": st.text(max_size=8) | JSON,
+              "reasoning_content": JSON, "name": JSON},
 )
+# Well-formed turns, so that examples get past the messages and reach the fields after them.
+GOOD_MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user"]),
+     "content": st.text(max_size=40) | st.lists(
+         st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)})
+         | st.fixed_dictionaries({"type": st.just("image_url"),
+                                  "image_url": st.fixed_dictionaries({"url": st.just("data:image/png;base64,AA")})}),
+         min_size=1, max_size=2)})
+TOOL = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom"]) | JSON},
+    optional={"function": st.fixed_dictionaries({"name": NAME}, optional={"parameters": st.just({}) | JSON}) | JSON})
+TOOL_CHOICE = (st.sampled_from(["none", "auto", "required", "sometimes"])
+               | st.fixed_dictionaries({"type": st.just("function") | JSON},
+                                       optional={"function": st.fixed_dictionaries({}, optional={"name": NAME})})
+               | JSON)
+RESPONSE_FORMAT = st.fixed_dictionaries(
+    {}, optional={"type": st.sampled_from(["text", "json_object", "json_schema", "xml"]) | JSON,
+                  "json_schema": st.fixed_dictionaries({}, optional={"name": NAME, "schema": st.just({}) | JSON,
+                                                                     "strict": st.booleans() | JSON}) | JSON}) | JSON
 NEAR_VALID = st.fixed_dictionaries(
-    {"messages": st.lists(MESSAGE, min_size=0, max_size=4) | JSON},
-    optional={"model": st.sampled_from(["glm-4.7", "glm-4.7-local", "glm-4.7-cloud", "gpt-4"]) | JSON,
+    {"messages": st.lists(GOOD_MESSAGE, min_size=1, max_size=2) | st.lists(MESSAGE, min_size=0, max_size=4) | JSON},
+    optional={"model": st.sampled_from(["glm-4.7", "glm-4.7-local", "glm-4.7-cloud", "gpt-4", ""]) | JSON,
               "stream": st.booleans() | JSON, "temperature": st.floats(-1, 3) | JSON,
               "max_tokens": st.integers(-5, 50_000) | JSON, "top_p": JSON, "n": st.integers(0, 3) | JSON,
               "stream_options": st.fixed_dictionaries({}, optional={"include_usage": JSON}) | JSON,
-              "tools": st.lists(JSON, max_size=2) | JSON, "tool_choice": JSON, "response_format": JSON,
-              "stop": JSON, "top_k": JSON, "seed": JSON},
+              "tools": st.lists(TOOL, max_size=2) | JSON, "tool_choice": TOOL_CHOICE,
+              "parallel_tool_calls": st.booleans() | JSON, "response_format": RESPONSE_FORMAT,
+              "logprobs": st.booleans() | JSON, "top_logprobs": st.integers(-1, 25) | JSON,
+              "stop": st.lists(st.text(max_size=5), max_size=6) | JSON, "top_k": JSON,
+              "seed": st.integers() | JSON, "user": st.text(max_size=10) | JSON},
 )
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

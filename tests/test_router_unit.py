@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from backends import BackendProtocolError, BackendRejected, BackendUnavailable, Chunk, ContextOverflow
-from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
+from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, ClassifierConfig, RoutingConfig
 from routing import NoBackendAvailable, Router, TokenCounter
 
 DONE = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"total_tokens": 1}}
@@ -60,6 +60,7 @@ def make_router(local: list[Any], cloud: list[Any], *, rand: float = 1.0, **cfg:
                 "cloud": ScriptedBackend("cloud", CLOUD_DEFAULT, cloud)}
     for b in backends.values():
         b.clock = clock
+    cfg.setdefault("classifier", ClassifierConfig(method="keywords"))
     router = Router(backends, RoutingConfig(**cfg), TokenCounter(), clock=clock, sleep=clock.sleep,
                     rand=lambda: rand)
     return router, backends, clock

@@ -146,7 +146,7 @@ def test_conversation_key_is_stable_across_turns_and_differs_between_conversatio
 
 # --- classifier ----------------------------------------------------------------------------------
 
-def classify(task: str, cfg: ClassifierConfig = ClassifierConfig(), prompt_tokens: int = 100,
+def classify(task: str, cfg: ClassifierConfig = ClassifierConfig(method="keywords"), prompt_tokens: int = 100,
              counter: TokenCounter | None = None) -> Classification:
     counter = counter or CountingCounter()
     features = attrs.evolve(extract_features({"messages": [{"role": "user", "content": task}]}, counter),
@@ -155,10 +155,10 @@ def classify(task: str, cfg: ClassifierConfig = ClassifierConfig(), prompt_token
 
 
 def test_whole_words_only_install_is_not_all():
-    cfg = ClassifierConfig(complex_keywords=("all",), simple_keywords=(), complex_keyword_weight=5)
+    cfg = ClassifierConfig(method="keywords", complex_keywords=("all",), simple_keywords=(), complex_keyword_weight=5)
     assert classify("install the package", cfg).label == SIMPLE
     assert classify("update all call sites", cfg).label == COMPLEX
-    cfg = ClassifierConfig(complex_keywords=(), simple_keywords=("format",), complex_threshold=0)
+    cfg = ClassifierConfig(method="keywords", complex_keywords=(), simple_keywords=("format",), complex_threshold=0)
     assert classify("collect information", cfg).reasons == ()
 
 

@@ -354,7 +354,7 @@ class CerebrasSim(SimServer):
         return None
 
     def _plan(self, body: dict, max_completion: int) -> Plan:
-        script = self.script
+        script = self.script_for(body)
         messages = body["messages"]
         content = script.content
         if (len(messages) >= 2 and messages[-1].get("role") == "user"

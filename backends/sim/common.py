@@ -27,6 +27,9 @@ ARG_FRAGMENT_CHARS = 8
 MALFORMED_EVENT = b'data: {"choices": [\n\n'
 # Faults that fire inside the token loop once `after_tokens` tokens have been generated.
 _IN_LOOP = frozenset({"stall_after", "cut_after", "malformed_after", "error_event_after"})
+# Requests that ask for this JSON schema get the judge's verdict instead of the script, so the
+# gateway's model judge (routing.judge) can be tested deterministically.
+JUDGE_SCHEMA = "task_complexity"
 # How long a handler waits for the cancellation that follows transport.abort(); with
 # handler_cancellation=True it arrives on the next loop iteration, so this is only a safety net.
 _ABORT_GRACE_S = 10.0
@@ -291,6 +294,9 @@ class SimServer:
     def __init__(self, script: Script, *, tokens_per_s: float | None, host: str,
                  port: int) -> None:
         self.script = script
+        # Task text -> "simple" | "complex" for judge requests; tests replace it (a function of
+        # the text, so concurrent requests get their own verdicts). By default: many words = complex.
+        self.judge: Any = lambda task: "complex" if len(task.split()) > 20 else "simple"
         self.tokens_per_s = tokens_per_s
         self.default_fault: Fault | None = None
         self.requests: list[RecordedRequest] = []
@@ -301,6 +307,19 @@ class SimServer:
         self._live: dict[int, web.Request] = {}  # id -> request (Request is unhashable)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+
+    def script_for(self, body: dict) -> Script:
+        """The script for this request: the judge's verdict as JSON for a judge request."""
+        fmt = body.get("response_format")
+        schema = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        if not (isinstance(schema, dict) and schema.get("name") == JUDGE_SCHEMA):
+            return self.script
+        messages = body.get("messages") or []
+        task = message_text(messages[-1]) if messages else ""
+        verdict = self.judge(task)
+        content = verdict if verdict not in ("simple", "complex") else orjson.dumps(
+            {"complex": verdict == "complex"}).decode()
+        return Script(content=content)
 
     # -- lifecycle -------------------------------------------------------------------------
     def make_app(self) -> web.Application:

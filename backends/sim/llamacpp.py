@@ -262,7 +262,7 @@ class LlamaCppSim(SimServer):
             return response
 
         prefill = message_text(messages[-1]) if messages[-1].get("role") == "assistant" else None
-        script = self.script
+        script = self.script_for(body)
         content = script.content
         if prefill is not None and content.startswith(prefill):
             content = content[len(prefill):]
