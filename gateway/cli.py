@@ -16,6 +16,7 @@ from config import ConfigError, GatewayConfig, dump_yaml, load_config
 from gateway import server
 from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
+from routing.scorer import ModelFileError
 
 if TYPE_CHECKING:  # the simulators load only for the demo, never for serve
     from backends.sim import CerebrasSim, LlamaCppSim
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         asyncio.run(run_demo(args.host, args.port))
         return 0
-    except (ConfigError, LedgerError) as exc:
+    except (ConfigError, LedgerError, ModelFileError) as exc:
         print(f"glm-token-saver: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken: say so, not a traceback

@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.keys import STREAMS
 from gateway.ledger import LedgerError
 from gateway.sse import ActiveStreams
+from routing.scorer import ModelFileError
 
 log = logging.getLogger("gateway")
 
@@ -134,7 +135,7 @@ async def _swap(current: Generation, path: str | os.PathLike | None, retiring: s
         return current
     try:
         new = await start(cfg)
-    except (LedgerError, OSError) as exc:
+    except (LedgerError, ModelFileError, OSError) as exc:
         log.error("reload failed to start, keeping the running gateway: %s", exc)
         return current
     log.info("reloaded the config; the previous generation drains (grace %ss)", current.cfg.server.shutdown_grace_s)

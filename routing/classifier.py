@@ -86,7 +86,7 @@ class Classifier:
         key = (text, features.task_tokens)
         cached = self._cache.get(key)
         if cached is None:
-            score = self.scorer.score(text)
+            score = self.scorer.score(text, threshold=self.threshold)
             label = COMPLEX if score.probability >= self.threshold else SIMPLE
             cached = self._cache[key] = Classification(label, round(score.probability, 4), score.reasons, "model")
             if len(self._cache) > CACHE_SIZE:

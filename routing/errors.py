@@ -26,8 +26,8 @@ class ConversationStopped(RoutingError):
     """The runaway guard refuses this conversation until ``retry_after`` seconds from now."""
 
     def __init__(self, reason: str, setting: str, message: str, *, retry_after: float) -> None:
-        super().__init__(f"{message}; the gateway's runaway guard stops it for {retry_after:.0f}s "
-                         f"(setting: {setting}). Start a new task, or change the setting")
+        super().__init__(f"{message}; the gateway's runaway guard stopped it (setting: {setting}). "
+                         "Start a new task, or change the setting")
         self.reason = reason
         self.setting = setting
         self.retry_after = retry_after

@@ -30,7 +30,7 @@ import orjson
 from config.routing import EscalationConfig
 
 ENVIRONMENT = re.compile(r"<environment_details>.*?(?:</environment_details>|\Z)", re.S)
-HEADER = re.compile(r"\s*\[([\w-]+)(?: for [^\]\n]*)?\] Result:\s*")
+HEADER = re.compile(r"\s*\[([\w-]+)(?: for '[^\n]*?')?(?: in '[^\n]*?')?\] Result:\s*")
 LEAD_CHARS = 300  # a signal is in the first words of what the agent wrote, never deeper
 
 

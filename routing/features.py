@@ -34,7 +34,8 @@ TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message|user_input)(?:\s[^>
 # User turns the agent wrote itself (Cline's reminders and error notices), never the task.
 AGENT_TURN = re.compile(r"\s*\[(?:SYSTEM|ERROR)\]")
 COMPACTION = re.compile(r"\s*Summari[sz]e (?:the provided coding session|this session for continuation)")
-TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for [^\]\n]*)?\] Result:")
+# "[tool for 'x'] Result:", where x may hold brackets itself (Next.js: app/[slug]/page.tsx).
+TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for '[^\n]*?')?(?: in '[^\n]*?')?\] Result:")
 # Tool results that can carry the user's own words (Cline's follow-up answers and feedback).
 TOOLS_WITH_USER_WORDS = frozenset({"attempt_completion", "ask_followup_question", "plan_mode_respond"})
 ENVIRONMENT = re.compile(r"<environment_details>.*?(?:</environment_details>|\Z)", re.S)

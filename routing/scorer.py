@@ -44,11 +44,18 @@ _IDENT = re.compile(r"\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b\w+\(\
                     r"|\b[A-Z]\w+ (?:class|struct|enum|interface|component|module|trait|protocol|model|type)\b")
 _QUOTE = re.compile(r"\"[^\"\n]{2,120}\"|'[^'\n]{2,120}'|“[^”\n]{2,120}”")
 _LINEREF = re.compile(r"\bline\s+\d+|\bL\d+\b|:\d+(?::\d+)?\b|\blines\s+\d+", re.I)
-_TRACE = re.compile(r"^\s*(?:Traceback|File \"|at [\w.$<>]+[ (]|panic:|error(?:\[E\d+\])?:|\w*(?:Error|Exception)\b"
-                    r"|FAIL|fatal:|warning:|E\s{2,}|\s*\^)", re.M | re.I)
+# Case-sensitive and anchored on each line: "At some point", "Error handling" or "Failing builds"
+# opening a sentence are prose, not a pasted trace.
+_TRACE = re.compile(r"^\s*(?:Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|at [\w.$<>/]+\s*\(|panic:"
+                    r"|error(?:\[E\d+\])?:|[\w.]*(?:Error|Exception)(?::|\s*$)|FAIL\b|fatal:|warning:|E {2,}|\^+\s*$)",
+                    re.M)
 _QUESTION = re.compile(r"^\s*(?:what|why|how|when|where|which|who|whats|what's|is|are|can|could|does|do|did|should"
                        r"|would|explain|describe|tell me)\b", re.I)
 _URL = re.compile(r"https?://\S+")
+
+
+class ModelFileError(ValueError):
+    """The scorer's model file is missing, truncated or not a model (a start-up error)."""
 
 
 @attrs.frozen
@@ -72,7 +79,7 @@ def features(text: str) -> list[str]:
     text = text[:MAX_CHARS]
     fences = len(_FENCE.findall(text))
     prose = _URL.sub(" url ", _FENCE.sub(" ", text))
-    files = len(set(_FILE.findall(text)))
+    files = len(set(_FILE.findall(_URL.sub(" ", text))))  # a link names no file of this repo
     ticks = len(_TICK.findall(prose))
     idents = len(set(_IDENT.findall(prose)))
     quotes = len(_QUOTE.findall(prose))
@@ -136,15 +143,17 @@ class Scorer:
 
     @classmethod
     def load(cls, path: str | None = None) -> Scorer:
+        """The model at ``path`` (default: the bundled one); :class:`ModelFileError` names a bad file."""
         path = path or BUNDLED
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        data = orjson.loads(raw)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a scorer model file (format {FORMAT})")
-        return cls(dict(data["weights"]), float(data["bias"]), float(data["threshold"]), data.get("meta"))
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            data = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"not a scorer model file (format {FORMAT})")
+            return cls(dict(data["weights"]), float(data["bias"]), float(data["threshold"]), data.get("meta"))
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise ModelFileError(f"cannot load the scorer model {path}: {exc}") from None
 
     def to_bytes(self) -> bytes:
         """The model file: sorted, rounded, gzip with no timestamp, so a seed gives the same bytes."""
@@ -156,11 +165,13 @@ class Scorer:
         weights = self.weights
         return self.bias + sum(weights.get(f, 0.0) for f in feats)
 
-    def score(self, text: str, top: int = 3) -> Score:
+    def score(self, text: str, top: int = 3, threshold: float | None = None) -> Score:
+        """P(complex) and the ``top`` features that pulled toward the verdict at ``threshold``
+        (default: the model's own; the config may set another)."""
         feats = features(text)
         z = self.logit(feats)
         p = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
-        toward = 1.0 if p >= self.threshold else -1.0
+        toward = 1.0 if p >= (self.threshold if threshold is None else threshold) else -1.0
         pulls = sorted(((self.weights.get(f, 0.0) * toward, f) for f in feats), reverse=True)
         reasons = tuple(f"{describe(f)} {pull * toward:+.2f}" for pull, f in pulls[:top] if pull > 0)
         return Score(p, reasons)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 from typing import Any, Sequence
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", nargs="*", help="labelled task files (default: the bundled corpus)")
     parser.add_argument("--add", nargs="*", default=[], help="files added to the bundled corpus")
     parser.add_argument("--out", default=BUNDLED, help=f"model file to write (default: {BUNDLED})")
-    parser.add_argument("--max-complex-local", type=float, default=0.02,
+    parser.add_argument("--max-complex-local", type=float, default=0.015,
                         help="largest share of dev complex tasks the threshold may leave on local")
     for name, value in DEFAULTS.items():
         parser.add_argument(f"--{name}", type=type(value), default=value)
@@ -136,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scorer.threshold = threshold
     scorer.meta = {"params": {**params, "folds": args.folds, "max_complex_local": args.max_complex_local},
                    "tasks": len(train) + len(dev), "dev": {k: round(v, 4) for k, v in dev_rates.items()}}
-    with open(args.out, "wb") as fh:
+    tmp = f"{args.out}.tmp"
+    with open(tmp, "wb") as fh:  # then renamed: an interrupted run never leaves half a model
         fh.write(scorer.to_bytes())
+    os.replace(tmp, args.out)
     print(f"trained on {len(train) + len(dev)} tasks (train + dev), {len(scorer.weights)} weights; threshold "
           f"{threshold:.4f} from {args.folds}-fold predictions. A train-only model on dev: agreement "
           f"{dev_rates['agreement']:.1%}, complex→local {dev_rates['complex_local']:.1%}, simple→cloud "
