@@ -1,4 +1,4 @@
-"""``glm-token-saver``: serve, check-config, demo."""
+"""``glm-token-saver``: serve, check-config, demo, example."""
 
 from __future__ import annotations
 
@@ -7,33 +7,18 @@ import asyncio
 import logging
 import os
 import sys
-import tempfile
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import attrs
+import orjson
 
 from config import ConfigError, GatewayConfig, dump_yaml, load_config
-from gateway import server
+from gateway import demo, server
 from gateway.ledger import LedgerError
 from gateway.logs import setup_logging
 from routing.scorer import ModelFileError
 
-if TYPE_CHECKING:  # the simulators load only for the demo, never for serve
-    from backends.sim import CerebrasSim, LlamaCppSim
-
 log = logging.getLogger("gateway")
-
-DEMO_LOCAL = (
-    "Hello from the simulated local llama.cpp server. Easy turns like this one are served "
-    "locally for free."
-)
-DEMO_CLOUD = (
-    "Hello from simulated Cerebras GLM 4.7. Hard tasks like this one (an open investigation, "
-    "a design, a change across components) go to the fast, paid cloud."
-)
-# What separates them is scope, not vocabulary: the easy one names the place and the change.
-DEMO_EASY = 'Fix the typo "recieve" in README.md'
-DEMO_HARD = "Invoice numbers sometimes repeat after a deploy. Find out why and fix it."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,9 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     check = sub.add_parser("check-config", help="validate a config and print it, secrets redacted")
     check.add_argument("file")
-    demo = sub.add_parser("demo", help="run the gateway against built-in simulated backends")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    run_demo = sub.add_parser("demo", help="run the gateway against built-in simulated backends")
+    run_demo.add_argument("--host", default="127.0.0.1")
+    run_demo.add_argument("--port", type=int, default=8000)
+    example = sub.add_parser("example", help="print an example request body (for curl -d @-)")
+    example.add_argument("name", choices=sorted(demo.EXAMPLES))
+    example.add_argument("--model", default=GatewayConfig().models.routed)
     args = parser.parse_args(argv)
 
     try:
@@ -64,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging(cfg)
             asyncio.run(server.serve(cfg, args.config))
             return 0
-        asyncio.run(run_demo(args.host, args.port))
+        if args.command == "example":
+            print(orjson.dumps(demo.EXAMPLES[args.name](args.model)).decode())
+            return 0
+        asyncio.run(demo.run(args.host, args.port))
         return 0
     except (ConfigError, LedgerError, ModelFileError) as exc:
         print(f"glm-token-saver: {exc}", file=sys.stderr)
@@ -81,75 +72,6 @@ def _override_listen(cfg: GatewayConfig, host: str | None, port: int | None) -> 
     if problems:
         raise ConfigError(problems, "command line")
     return cfg
-
-
-def demo_backends() -> tuple["LlamaCppSim", "CerebrasSim"]:
-    """The demo's simulated llama-server and Cerebras (not started yet).
-
-    The local one holds as much context as ``backends.local.context_window`` (65,536 tokens by
-    default), since the gateway learns its real window from its ``/props``: Cline's system prompt
-    alone is 8k-12k tokens, so a smaller simulated window sent every Cline request to the cloud
-    (``context``) and made the router look as if it never served anything locally (issue #12).
-    """
-    from backends.sim import CerebrasSim, LlamaCppSim, Script
-
-    local = LlamaCppSim(Script(content=DEMO_LOCAL), tokens_per_s=25,
-                        n_ctx=GatewayConfig().backends.local.context_window)
-    cloud = CerebrasSim(Script(content=DEMO_CLOUD, reasoning="The user wants a greeting."),
-                        tokens_per_s=250)
-    return local, cloud
-
-
-def demo_config(host: str, port: int, local_url: str, cloud_url: str, ledger_path: str) -> GatewayConfig:
-    """The defaults, pointed at the demo's simulators."""
-    cfg = GatewayConfig()
-    return attrs.evolve(
-        cfg,
-        listen=attrs.evolve(cfg.listen, host=host, port=port),
-        ledger=attrs.evolve(cfg.ledger, path=ledger_path),
-        backends=attrs.evolve(
-            cfg.backends,
-            local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),
-            cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key="demo-key"),
-        ),
-    )
-
-
-async def run_demo(host: str, port: int) -> None:
-    """The gateway wired to a simulated llama-server and a simulated Cerebras: no model, no key."""
-    local, cloud = demo_backends()
-    local_url, cloud_url = await local.start(), await cloud.start()
-    try:
-        # Demo traffic must not land in a real ledger's savings and budgets.
-        ledger = os.path.join(tempfile.mkdtemp(prefix="glm-demo-"), "ledger.sqlite3")
-        cfg = demo_config(host, port, local_url, cloud_url, ledger)
-        setup_logging(cfg)
-
-        easy = DEMO_EASY.replace('"', '\\"')  # inside the JSON of a shell command
-
-        async def banner(url: str) -> None:
-            print(f"""
-GLM Token Saver demo: gateway on {url}, simulated llama.cpp on {local_url}
-({local.n_ctx} tokens of context), simulated Cerebras on {cloud_url}. Try:
-
-  curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "{easy}"}}]}}'
-
-An easy task is served locally; a hard one goes to the cloud (see the x-glm-backend and
-x-glm-route-reason response headers with curl -i):
-
-  curl -Ni {url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{cfg.models.routed}", "stream": true, "messages": [{{"role": "user", "content": "{DEMO_HARD}"}}]}}'
-
-Or point Cline here: OpenAI Compatible provider, base URL {url}/v1, any API key, model ID
-{cfg.models.routed}. Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}.
-Ctrl-C stops.
-""", flush=True)
-
-        await server.serve(cfg, ready=banner)
-    finally:
-        await local.stop()
-        await cloud.stop()
 
 
 if __name__ == "__main__":

@@ -97,9 +97,16 @@ def is_compaction(messages: list[dict[str, Any]], has_tools: bool) -> bool:
     instruction opening the one user message that carries the whole transcript."""
     if has_tools or not messages:
         return False
-    users = [m for m in messages if m.get("role") == "user"]
-    heads = [m for m in messages if m.get("role") in ("system", "developer")][:1] + users[:1]
-    return len(users) == 1 and any(COMPACTION.match(_head(m)) for m in heads)
+    system = user = None
+    for message in messages:  # stops at a second user turn: a conversation, not a compaction
+        role = message.get("role")
+        if role == "user":
+            if user is not None:
+                return False
+            user = message
+        elif role in ("system", "developer") and system is None:
+            system = message
+    return any(m is not None and COMPACTION.match(_head(m)) for m in (system, user))
 
 
 def _head(message: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ from routing.escalation import Detector, turn_fingerprint
 from routing.features import Features, extract_features
 from routing.judge import Judge, JudgeVerdict
 from routing.policy import ONLY, NoRoute, RouteDecision, decide
+from routing.scorer import Scorer
 from routing.splice import BEFORE_FIRST_TOKEN, Splice
 from routing.state import BackendStates
 from routing.tokens import TokenCounter
@@ -85,12 +86,12 @@ class Router:
     def __init__(self, backends: Mapping[str, Backend], cfg: RoutingConfig, counter: TokenCounter, *,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, scorer: Scorer | None = None) -> None:
         self.backends = backends
         self.cfg = cfg
         self.counter = counter
         self.clock, self.sleep, self.rand = clock, sleep, rand
-        self.classifier = Classifier(cfg.classifier)
+        self.classifier = Classifier(cfg.classifier, scorer)  # scorer: a loaded model to share (benchmarks)
         self.states = BackendStates({name: b.cfg for name, b in backends.items()}, cfg)
         self.detector = Detector(cfg.escalation)
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.cli import DEMO_CLOUD, DEMO_EASY, DEMO_HARD, DEMO_LOCAL, demo_backends, demo_config
+from gateway.cli import main
+from gateway.demo import DEMO_CLOUD, DEMO_EASY, DEMO_HARD, DEMO_LOCAL, demo_backends, demo_config
 
 SECRET = "csk-live-do-not-print-me-0123456789"
 
@@ -152,6 +154,27 @@ async def test_demo_serves_a_cline_sized_request_locally(aiohttp_server, http, t
     assert reply.choices[0].message.content == DEMO_LOCAL and reply.usage.prompt_tokens >= 12_000
     assert streamed == DEMO_LOCAL
     assert [r.body["stream"] for r in local.requests] == [True, True] and not cloud.requests
+
+
+async def test_the_demo_examples_show_local_cloud_and_an_escalation(aiohttp_server, http, tmp_path: Path,
+                                                                   token_counter, capsys):
+    """The README's demo walk-through: the example bodies the CLI prints, against the demo's wiring."""
+    local, cloud = demo_backends()
+    local_url, cloud_url = await local.start(), await cloud.start()
+    try:
+        cfg = demo_config("127.0.0.1", 0, local_url, cloud_url, str(tmp_path / "ledger.sqlite3"))
+        server = await aiohttp_server(create_app(cfg, token_counter=token_counter))
+        seen = {}
+        for name in ("easy", "hard", "escalation"):
+            assert main(["example", name]) == 0
+            body = orjson.loads(capsys.readouterr().out)
+            async with http.post(server.make_url("/v1/chat/completions"), json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                seen[name] = (resp.headers["x-glm-backend"], resp.headers["x-glm-route-reason"])
+    finally:
+        await local.stop()
+        await cloud.stop()
+    assert seen == {"easy": ("local", "simple"), "hard": ("cloud", "complex"), "escalation": ("cloud", "escalated")}
 
 
 def test_check_config_prints_effective_config_with_secrets_redacted(tmp_path: Path):

@@ -1,12 +1,15 @@
-"""Routing decision time for Cline-shaped conversations, first turn and follow-up turns.
+"""Routing decision time for Cline-shaped conversations, first turn and follow-up turns, and the
+learned scorer alone on new tasks.
 
     python -m tests.bench.routing [--repeat 200]
 
 A decision is everything the gateway does between a parsed request body and the chosen backend:
-features (task text, token count, conversation key), classification and policy. "First turn"
-counts a conversation the gateway has never seen (every message tokenised); "follow-up" is the
-same conversation one Cline turn later (an assistant tool call and a ~4 kB tool result added),
-which is what every turn after the first costs.
+features (task text, token count, conversation key), the scorer, escalation and the guard, and
+policy. "First turn" counts a conversation the gateway has never seen (every message tokenised);
+"follow-up" is the same conversation one Cline turn later (an assistant tool call and a ~4 kB
+tool result added), which is what every turn after the first costs. The scorer alone is timed
+on every task of the corpus's test split (terse to 250 words, pasted code and traces), each
+scored cold (a new task is never in the classifier's cache).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 import orjson
 
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
-from routing import Router, TokenCounter
+from routing import Router, TokenCounter, corpus
+from routing.scorer import Scorer
 
 WORDS = ("def class return import self value config request stream token backend cache error "
          "the a of to in is for with on that this it as be are from by or an not but if then").split()
@@ -64,12 +68,29 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def scorer_times(scorer: Scorer, repeat: int) -> None:
+    tasks = [r["task"] for r in corpus.split(corpus.load(), "test")]
+    times = []
+    for _ in range(max(1, repeat // 20)):
+        for task in tasks:
+            task = orjson.loads(orjson.dumps(task))  # a fresh string, as from a request body
+            t = time.perf_counter()
+            scorer.score(task)
+            times.append(time.perf_counter() - t)
+    longest = max(len(t) for t in tasks)
+    print(f"# the scorer alone on {len(tasks)} test-split tasks (up to {longest} characters), {len(times)} runs: "
+          f"p50 {1000 * statistics.median(times):.3f} ms, p99 {1000 * percentile(times, 0.99):.3f} ms, "
+          f"max {1000 * max(times):.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
     rng = random.Random(7)
     sizing = TokenCounter.default()
+    scorer = Scorer.load()
+    scorer_times(scorer, args.repeat)
     print(f"# routing decision time  ({platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, counter {sizing.method}, {args.repeat} runs each)")
     print(f"{'conversation':>14} {'messages':>9} {'first p50':>10} {'first p99':>10} "
@@ -79,7 +100,7 @@ def main() -> None:
         first, later = [], []
         for _ in range(args.repeat):
             router = Router({"local": _Backend(LOCAL_DEFAULT), "cloud": _Backend(CLOUD_DEFAULT)},
-                            RoutingConfig(), TokenCounter.default())
+                            RoutingConfig(), TokenCounter.default(), scorer=scorer)
             # Every body is freshly parsed JSON, as a request's would be: no string object (and
             # no cached string hash) survives from one turn to the next.
             body = orjson.loads(orjson.dumps({"model": "glm-4.7", "messages": base}))
