@@ -26,9 +26,18 @@ class LlamaCpp(Backend):
     """
 
     kind: ClassVar[str] = "llamacpp"
-    # llama-server's keep-alive timeout is 5 s; idling our pooled sockets out sooner means
-    # the pool never hands us one the server is about to drop.
-    keepalive_timeout_s: ClassVar[float] = 4.0
+
+    @classmethod
+    def make_session(cls) -> aiohttp.ClientSession:
+        # llama-server closes the connection after every streamed response although it said
+        # Keep-Alive (protocols.md §8). aiohttp pools a socket as soon as it has read the body's
+        # end, before our _finish_stream can drop it, so under concurrency other requests were
+        # handed sockets the server was closing, and the one retry below could draw another: a
+        # local request then fell back to the cloud (the routing-quality bench saw 0-14 of 179 at
+        # 8 in flight), and stickiness kept its conversation there. "Connection: close" on every
+        # request means no socket is ever pooled; a stream needed a new connection anyway.
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        return aiohttp.ClientSession(connector=connector)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,13 +49,13 @@ class LlamaCpp(Backend):
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise  # refused/unreachable: a fresh connection failed, nothing to retry
-            # A pooled connection the server had already closed (protocols.md §8): no byte of
-            # a response came back, generation is free, so one retry on a new socket is safe.
+            # The connection died before any byte of a response came back (with pooling, the
+            # socket llama-server had closed, protocols.md §8; make_session now pools none):
+            # nothing was generated, so one retry on a new socket is safe.
             return await super()._post(payload, timeout)
 
     def _finish_stream(self, resp: aiohttp.ClientResponse, complete: bool) -> None:
-        # llama-server closes the connection after every stream (protocols.md §8): pooling
-        # it would only hand the next request a socket the server is about to drop.
+        # llama-server closes the connection after every stream (protocols.md §8).
         resp.close()
 
     async def health(self) -> Health:
