@@ -21,6 +21,7 @@ prompt or a file's contents would route on noise.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
 from typing import Any, Mapping
@@ -60,7 +61,30 @@ class Features:
         return self.prompt_tokens + (self.max_tokens or reserve)
 
 
-def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features:
+class KnownTasks:
+    """Each conversation's task as found on its last turn, and how many messages that turn had.
+
+    Cline resends the whole history every turn, and the task usually sits in its first user
+    message: finding it again costs a walk over hundreds of messages. With this memo a later
+    turn reads only the messages added since (a new instruction there wins), else keeps the
+    task it had. A history that shrank (Cline truncates long ones) is searched in full.
+    """
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        self.max_size = max_size
+        self._map: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+
+    def get(self, key: str) -> tuple[int, str] | None:
+        return self._map.get(key)
+
+    def put(self, key: str, n_messages: int, task: str) -> None:
+        self._map[key] = (n_messages, task)
+        self._map.move_to_end(key)
+        if len(self._map) > self.max_size:
+            self._map.popitem(last=False)
+
+
+def extract_features(body: Mapping[str, Any], counter: TokenCounter, known: KnownTasks | None = None) -> Features:
     messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
     prompt_tokens = 0
     has_images = False
@@ -76,7 +100,16 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features
         # Tool schemas are sent on every turn and count against the context.
         prompt_tokens += counter.count_cached(orjson.dumps(tools).decode())
     compaction = is_compaction(messages, bool(tools))
-    task = "" if compaction else task_text(messages)
+    key = conversation_key(messages)
+    task = ""
+    if not compaction:
+        seen = known.get(key) if known is not None and key else None
+        if seen is not None and len(messages) >= seen[0]:
+            task = task_text(messages[seen[0]:]) or seen[1]
+        else:
+            task = task_text(messages)
+        if known is not None and key:
+            known.put(key, len(messages), task)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     return Features(
         task_text=task,
@@ -87,7 +120,7 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter) -> Features
         has_images=has_images,
         max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
         depth=depth,
-        conversation_key=conversation_key(messages),
+        conversation_key=key,
         compaction=compaction,
     )
 

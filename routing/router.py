@@ -37,7 +37,7 @@ from routing.classifier import Classification, Classifier
 from routing.conversations import Conversations
 from routing.errors import ConversationStopped, NoBackendAvailable
 from routing.escalation import Detector, turn_fingerprint
-from routing.features import Features, extract_features
+from routing.features import Features, KnownTasks, extract_features
 from routing.judge import Judge, JudgeVerdict
 from routing.policy import ONLY, NoRoute, RouteDecision, decide
 from routing.scorer import Scorer
@@ -94,6 +94,7 @@ class Router:
         self.classifier = Classifier(cfg.classifier, scorer)  # scorer: a loaded model to share (benchmarks)
         self.states = BackendStates({name: b.cfg for name, b in backends.items()}, cfg)
         self.detector = Detector(cfg.escalation)
+        self.known_tasks = KnownTasks()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
         judge_backend = backends.get(cfg.judge.backend) if cfg.judge.enabled else None
         self.judge = Judge(judge_backend, cfg.judge, clock) if judge_backend is not None else None
@@ -101,7 +102,7 @@ class Router:
     # --- deciding ------------------------------------------------------------------------------
     def route(self, body: Mapping[str, Any], strategy: str, classification: Classification | None = None) -> Route:
         now = self.clock()
-        features = extract_features(body, self.counter)
+        features = extract_features(body, self.counter, self.known_tasks)
         escalated, escalated_by = self._observe(body, features, strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
