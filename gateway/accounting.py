@@ -167,7 +167,7 @@ class Accountant:
         row["savings"] = saved if local_alone and status != "error" else 0.0
         c = route.classification
         row.update(complexity=c.score if c.source in ("model", "judge") else None, class_source=c.source or None,
-                   escalated_by=route.escalated_by, guard=None)
+                   class_reasons="; ".join(c.reasons[:3]) or None, escalated_by=route.escalated_by, guard=None)
         return row
 
     def _judge(self, verdict: Any) -> dict[str, Any]:
@@ -188,7 +188,7 @@ class Accountant:
                    route_reason="guard" if guard else "unavailable", classification=None, served_by=None,
                    first_backend=None, ttft_s=None, duration_s=0.0, error=error, failover_reason=None,
                    failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0, complexity=None,
-                   class_source=None, escalated_by=None, guard=guard, **self._judge(None))
+                   class_source=None, class_reasons=None, escalated_by=None, guard=guard, **self._judge(None))
         return row
 
     def record(self, row: dict[str, Any]) -> asyncio.Future[None]:

@@ -41,7 +41,8 @@ COLUMNS = (
     ("cloud_reasoning", "INTEGER"), ("cloud_estimated", "INTEGER"),
     ("local_cost", "REAL"), ("cloud_cost", "REAL"), ("local_at_cloud_price", "REAL"), ("savings", "REAL"),
     # Routing v2: the scorer's P(complex) and who decided, escalation, the runaway guard, the judge.
-    ("complexity", "REAL"), ("class_source", "TEXT"), ("escalated_by", "TEXT"), ("guard", "TEXT"),
+    ("complexity", "REAL"), ("class_source", "TEXT"), ("class_reasons", "TEXT"), ("escalated_by", "TEXT"),
+    ("guard", "TEXT"),
     ("judge_backend", "TEXT"), ("judge_label", "TEXT"), ("judge_s", "REAL"), ("judge_prompt", "INTEGER"),
     ("judge_completion", "INTEGER"), ("judge_cost", "REAL"),
 )

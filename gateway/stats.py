@@ -6,6 +6,7 @@ recount of the ledger. Days and months are UTC.
 
 from __future__ import annotations
 
+import collections
 import datetime
 from typing import Any
 
@@ -59,6 +60,13 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
                     "agreement_with_scorer": round((answered - overruled) / answered, 4) if answered else None,
                     "mean_s": round(judge_s / calls, 4) if calls else None,
                     "tokens": {"prompt": judge_p, "completion": judge_c}, "cost_usd": round(judge_cost, 6)}
+    # What the scorer weighed most, per verdict: the reasons of its decisions, most frequent first.
+    reasons: dict[str, collections.Counter[str]] = {"simple": collections.Counter(), "complex": collections.Counter()}
+    for label, joined in await ledger.query(
+            "SELECT classification, class_reasons FROM requests WHERE ts >= ? AND class_source IN ('model', 'judge')"
+            " AND class_reasons IS NOT NULL", (since,)):
+        reasons.get(label, collections.Counter()).update(joined.split("; "))
+    out["scorer_reasons"] = {label: dict(c.most_common(5)) for label, c in reasons.items()}
     out["ttft_s"] = {}
     for backend in ("local", "cloud"):
         values = [v for (v,) in await ledger.query(

@@ -160,3 +160,16 @@ async def test_a_compaction_request_changes_nothing(learned):
     assert await send(learned, {**compaction, "stream": False}) == ("cloud", "context")
     body["messages"] += cline.cli_text_only("Done again.")
     assert await send(learned, body) == ("cloud", "escalated")  # the count went on across it
+
+
+async def test_stats_show_what_the_scorer_weighed(learned, http):
+    await send(learned, cline.cli_first("Make the API multi-tenant."))
+    await send(learned, cline.cli_first('Fix the typo "recieve" in README.md'))
+    window = await stats(http, learned)
+    assert window["classified_by"] == {"model": 2}
+    complex_reasons, simple_reasons = window["scorer_reasons"]["complex"], window["scorer_reasons"]["simple"]
+    assert any("tenant" in r for r in complex_reasons) and any("file" in r for r in simple_reasons)
+    async with http.get(learned.make_url("/stats")) as resp:
+        classifier = (await resp.json())["classifier"]
+    assert classifier["method"] == "learned" and 0 < classifier["threshold"] < 1
+    assert set(classifier["model"]["dev"]) == {"agreement", "complex_local", "simple_cloud"}

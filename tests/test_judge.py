@@ -3,8 +3,6 @@ timeout falls back to the scorer; its tokens are accounted; the client sees noth
 
 from __future__ import annotations
 
-import sqlite3
-
 import openai
 import pytest
 
@@ -13,6 +11,7 @@ from backends.sim.common import JUDGE_SCHEMA
 from config import ClassifierConfig, JudgeConfig
 from routing.scorer import Scorer
 from tests import cline
+from tests.test_accounting import ledger_rows
 
 DOUBTFUL = 'Fix the typo "recieve" in README.md'  # P = 0.475 under the model below: simple, in the band
 CERTAIN = "Let customers pay with payments in instalments"  # "payments" pushes P to 0.99
@@ -48,13 +47,8 @@ async def ask(server, messages, stream: bool = False):
     return raw.headers, text
 
 
-def ledger(tmp_path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(tmp_path / "ledger.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM requests ORDER BY ts").fetchall()
-    finally:
-        db.close()
+def ledger(tmp_path) -> list:
+    return ledger_rows(tmp_path / "ledger.db")
 
 
 async def test_a_doubtful_task_is_judged_and_the_verdict_routes_it(judged, local_sim, cloud_sim, http, tmp_path):

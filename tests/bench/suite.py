@@ -224,7 +224,9 @@ async def main(quick: bool, litellm: str | None) -> None:
     proc = start_gateway(sim.url, cloud.url, port, workdir)
     floor = start_pinned([sys.executable, "-m", "tests.bench.floor", str(floor_port), sim.url + "/chat/completions"])
     gw = f"http://127.0.0.1:{port}"
-    body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": "fix the typo"}]}
+    # An easy task as the learned scorer sees one: it names the file and the change.
+    task = 'Fix the typo "recieve" in README.md'
+    body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": task}]}
     rows: list[str] = []
     ours: dict[str, float] = {}
     connector = aiohttp.TCPConnector(limit=0)
