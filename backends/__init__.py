@@ -5,7 +5,7 @@
     backend = cls("local", cfg, session)   # session from cls.make_session(), owned by the app
 """
 
-from backends.base import Backend, Chunk, Health, RateLimit
+from backends.base import Backend, Chunk, Health, Progress, RateLimit
 from backends.cerebras import Cerebras, OpenAICompatible
 from backends.errors import (
     BackendError,
@@ -23,5 +23,5 @@ BACKEND_KINDS: dict[str, type[Backend]] = {
 __all__ = [
     "BACKEND_KINDS", "Backend", "BackendError", "BackendProtocolError", "BackendRejected",
     "BackendUnavailable", "Cerebras", "Chunk", "ContextOverflow", "Health", "LlamaCpp",
-    "OpenAICompatible", "RateLimit",
+    "OpenAICompatible", "Progress", "RateLimit",
 ]

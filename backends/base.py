@@ -42,16 +42,30 @@ from config.schema import BackendConfig
 CONTEXT_OVERFLOW_MARKERS = frozenset({"exceed_context_size_error", "context_length_exceeded"})
 
 
+class Progress(NamedTuple):
+    """llama-server's ``prompt_progress`` while it processes the prompt (``return_progress``):
+    ``processed`` counts the cached tokens too, so it reaches ``total`` when prefill ends."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
+
+
 class Chunk(NamedTuple):
     """One streamed ``chat.completion.chunk``.
 
     ``raw`` holds the upstream's JSON bytes when the backend did not change the event, so the
     relay can forward it without serialising again; ``None`` means "serialise ``data``".
+    ``progress`` is a prefill reading the chunk carried; ``silent`` marks a chunk that only
+    carried one, which the watchdog reads and the client, who did not ask for progress, never sees.
     (A NamedTuple, not attrs: one is built per streamed token.)
     """
 
     data: dict[str, Any]
     raw: bytes | None = None
+    progress: Progress | None = None
+    silent: bool = False
 
 
 @attrs.frozen
@@ -79,6 +93,9 @@ class Backend:
     """An upstream that speaks OpenAI Chat Completions. Subclass per wire dialect."""
 
     kind: ClassVar[str] = "openai"
+    # Streams prefill progress when asked (llama-server's return_progress): the first-token
+    # watchdog then tells a long prefill that is progressing from a stall.
+    reports_progress: ClassVar[bool] = False
     keepalive_timeout_s: ClassVar[float] = 15.0
     end_of_body_grace_s: ClassVar[float] = 2.0
 
@@ -137,6 +154,8 @@ class Backend:
             # Usage is always requested: accounting needs it. The gateway strips it again
             # for clients that did not ask.
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            if self.reports_progress:
+                out["return_progress"] = True  # stripped again for clients that did not ask
         else:
             out.pop("stream_options", None)
         if not self.cfg.supports_images:
@@ -179,7 +198,7 @@ class Backend:
             complete = False
             try:
                 await self._check(resp)
-                async for chunk in self._events(resp):
+                async for chunk in self._events(resp, body.get("return_progress") is True):
                     yield chunk
                 complete = True
             finally:
@@ -262,7 +281,7 @@ class Backend:
             body = raw.decode("utf-8", "replace")[:500]
         raise self.error_from(resp.status, body, resp.headers)
 
-    async def _events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+    async def _events(self, resp: aiohttp.ClientResponse, keep_progress: bool = False) -> AsyncIterator[Chunk]:
         decoder = SSEDecoder()
         finished = usage = False
         ended = False
@@ -286,6 +305,9 @@ class Backend:
                     error = self.error_from(status if isinstance(status, int) else None, data, {})
                     error.failure = "error_event"
                     raise error
+                if "prompt_progress" in data:
+                    yield _progress_chunk(data, event.data, keep_progress)
+                    continue
                 changed = self.normalise_chunk(data)
                 choices = data.get("choices")
                 if choices and choices[0].get("finish_reason"):
@@ -374,3 +396,19 @@ def translate_errors(backend: Backend) -> Iterator[None]:
                                  status=502) from None
     except orjson.JSONDecodeError:
         raise BackendProtocolError(name, f"{name} sent a body that is not JSON") from None
+
+
+def _progress_chunk(data: dict[str, Any], raw: bytes, keep: bool) -> Chunk:
+    """A chunk carrying ``prompt_progress``: the reading, and the chunk as the client gets it (the
+    whole event if it asked for progress; else nothing, or what is left if more than a role)."""
+    p = data["prompt_progress"] if keep else data.pop("prompt_progress")
+    try:
+        reading = Progress(int(p["total"]), int(p.get("cache") or 0), int(p["processed"]), float(p.get("time_ms") or 0))
+    except (TypeError, KeyError, ValueError):
+        reading = None  # malformed progress is no reason to fail a stream: it just isn't read
+    if keep:
+        return Chunk(data, raw, reading)
+    choices = data.get("choices") or ()
+    delta = choices[0].get("delta") if choices else None
+    bare = not delta or set(delta) <= {"role", "content"} and not delta.get("content")
+    return Chunk(data, None, reading, silent=bare and not (choices and choices[0].get("finish_reason")))

@@ -26,6 +26,7 @@ class LlamaCpp(Backend):
     """
 
     kind: ClassVar[str] = "llamacpp"
+    reports_progress: ClassVar[bool] = True
 
     @classmethod
     def make_session(cls) -> aiohttp.ClientSession:

@@ -158,6 +158,12 @@ class RoutingConfig:
                                      fraction)
     hedge_after_s: float = field(0.0, "Start the cloud in parallel if local has sent no delta by then; 0 = off.",
                                  non_negative)
+    max_local_ttft_s: float = field(30.0, "A prompt whose predicted time to first token on a backend (from its "
+                                    "measured prefill speed) is past this goes elsewhere (slow_local); 0 = off.",
+                                    non_negative)
+    prefill_margin_s: float = field(0.0, "Also switch a prefill whose progress ETA exceeds the other backend's "
+                                    "measured TTFT by this much; 0 = off (only first_token_timeout_s counts).",
+                                    non_negative)
     continue_prompt: str = field(
         "Continue exactly where you stopped. Output only the continuation, without repeating anything "
         "you already wrote.",

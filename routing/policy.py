@@ -8,7 +8,8 @@ Order of rules:
    (never a pinned one). Otherwise sticky: a conversation stays on the backend that served its
    last turn, unless a rule below moves it (llama.cpp keeps that conversation's KV cache warm).
 3. Hard rules remove backends: a prompt that does not fit a backend's context window; images,
-   when some candidate accepts them and this one does not; a backend that is down, loading,
+   when some candidate accepts them and this one does not; a predicted time to first token past
+   ``max_local_ttft_s``, when another candidate is faster; a backend that is down, loading,
    open-circuit, cooling down, near its rate limit or over budget.
 
     decision = decide(features, classification, views, cfg, strategy="complexity", sticky=None, now=t)
@@ -40,6 +41,7 @@ REASONS = frozenset({
     "fallback",     # set at run time: the primary failed before the first byte
     "escalated",    # the conversation's recent turns showed the local model failing
     "guard",        # set when refused: the runaway guard stopped the conversation
+    "slow_local",   # the preferred backend's predicted (or progressing) prefill is too slow
 })
 ONLY = {"local_only": "local", "cloud_only": "cloud"}
 
@@ -100,6 +102,13 @@ def decide(features: Features, classification: Classification, views: Mapping[st
 
     needed = features.needed_tokens(cfg.output_reserve_tokens)
     someone_takes_images = features.has_images and any(views[n].supports_images for n, _ in order)
+
+    def slow(view: BackendView) -> bool:
+        return bool(cfg.max_local_ttft_s) and (view.predicted_ttft_s or 0.0) > cfg.max_local_ttft_s
+
+    # Too slow only matters if something faster could serve: a slow answer beats none.
+    someone_fast = any(not slow(views[n]) and not views[n].unavailable() and needed <= views[n].context_window
+                       for n, _ in order)
     skipped: list[tuple[str, str]] = []
     rule_of: dict[str, str] = {}
     for name, _ in order:
@@ -108,6 +117,8 @@ def decide(features: Features, classification: Classification, views: Mapping[st
             why, rule = f"needs {needed} tokens, context is {view.context_window}", "context"
         elif someone_takes_images and not view.supports_images:
             why, rule = "does not accept images", "images"
+        elif someone_fast and slow(view):
+            why, rule = f"predicted time to first token {view.predicted_ttft_s:.0f}s", "slow_local"
         else:
             why, rule = view.unavailable() or "", "unavailable"
         if why:
@@ -131,5 +142,5 @@ def decide(features: Features, classification: Classification, views: Mapping[st
     if primary != order[0][0]:
         reason = rule_of[order[0][0]]  # why the preferred backend was passed over
     fallback = candidates[1][0] if len(candidates) > 1 else None
-    reserve = tuple(name for name, _ in order if rule_of.get(name) == "unavailable")
+    reserve = tuple(name for name, _ in order if rule_of.get(name) in ("unavailable", "slow_local"))
     return RouteDecision(primary, fallback, reason, tuple(skipped), reserve)

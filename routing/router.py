@@ -106,7 +106,8 @@ class Router:
         escalated, escalated_by = self._observe(body, features, strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
-        views = self.states.views({n: b.rate_limits for n, b in self.backends.items()}, needed, now)
+        views = self.states.views({n: b.rate_limits for n, b in self.backends.items()}, needed, now,
+                                  features.prompt_tokens, features.conversation_key)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
         decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
                           escalated=escalated)
@@ -189,7 +190,10 @@ class Router:
         for attempt in itertools.count(1):  # bounded: max_attempts before any byte, one failover after
             route.backend = name
             tried.add(name)
-            self.states.started(name, self.clock())
+            attempt_started = self.clock()
+            self.states.started(name, attempt_started)
+            busy = name
+            self.states.in_flight[busy] += 1
             try:
                 chunks = await self._open(route, name, request, first=attempt == 1)
                 name = route.backend  # a hedge may have been won by the other backend
@@ -199,8 +203,13 @@ class Router:
                             yield out
                         if name not in route.served_by and splice.phase != BEFORE_FIRST_TOKEN:
                             route.served_by.append(name)
+                            now = self.clock()
+                            self.states.speeds[name].observe_ttft(now - attempt_started)
                             if route.ttft_s is None:
-                                route.ttft_s = self.clock() - started
+                                route.ttft_s = now - started
+                        timings = chunk.data.get("timings")
+                        if timings:  # llama.cpp's own measurement, on its last chunk
+                            self.states.speeds[name].observe_timings(timings)
             except (GeneratorExit, asyncio.CancelledError):
                 # The client left: still account for what this backend consumed so far.
                 route.usage.setdefault(route.backend, self._usage(route, splice, splice.usage, partial=True))
@@ -212,6 +221,8 @@ class Router:
                 route.usage[name] = self._usage(route, splice, splice.usage)
                 self._served(route, name)
                 return
+            finally:
+                self.states.in_flight[busy] -= 1
             if isinstance(error, BackendRejected) and not isinstance(error, ContextOverflow):
                 if method == "prefill":
                     # The fallback refused to continue a trailing assistant message: ask it in words.
@@ -220,7 +231,8 @@ class Router:
                     continue
                 if original is None:
                     raise error  # the request itself is wrong
-            elif not isinstance(error, ContextOverflow):
+            elif not isinstance(error, ContextOverflow) and error.failure != "slow_prefill":
+                # (A slow prefill is a long prompt, not a failing server: no breaker, no cooldown.)
                 self.states.failed(name, error, self.clock())
             route.failures.append((name, error.message))
             log.info("attempt %d on %s failed (%s): %s", attempt, name, splice.phase, error)
@@ -252,13 +264,13 @@ class Router:
             # Nothing reached the client yet (a role chunk at most): fall back, or retry after a
             # backoff; the next stream still carries the first one's id.
             splice.switch(None)
-            if isinstance(error, ContextOverflow):
-                given_up.add(name)
+            if isinstance(error, ContextOverflow) or error.failure == "slow_prefill":
+                given_up.add(name)  # it would overflow, or be as slow, again
             if attempt >= self.cfg.max_attempts:
                 raise error
             fresh = [n for n in spare if n not in tried and n not in given_up and self._usable(n)]
             if fresh:
-                name, route.reason = fresh[0], "fallback"
+                name, route.reason = fresh[0], "slow_local" if error.failure == "slow_prefill" else "fallback"
                 continue
             if name in given_up:
                 raise error  # nowhere bigger to go
@@ -275,8 +287,17 @@ class Router:
         return assemble([chunk.data async for chunk in self.stream(route, body)])
 
     async def _open(self, route: Route, name: str, request: Mapping[str, Any], first: bool) -> AsyncIterator[Chunk]:
+        def abandon(eta_s: float) -> str | None:
+            """Give up a prefill whose ETA is far past what another candidate takes."""
+            margin = self.cfg.prefill_margin_s
+            others = [self.states.speeds[n].ttft_s for n in route.decision.candidates if n != name]
+            best = min((t for t in others if t is not None), default=None)
+            if margin and best is not None and eta_s > best + margin:
+                return f"its prefill needs {eta_s:.0f}s more, the other backend answers in {best:.1f}s"
+            return None
+
         def open_stream(backend: Backend) -> AsyncIterator[Chunk]:
-            return watched(backend, backend.stream(request))
+            return watched(backend, backend.stream(request), abandon)
 
         other = next((n for n in route.decision.candidates if n != name), None)
         if first and self.cfg.hedge_after_s > 0 and name == "local" and other == "cloud" and self._usable(other):
@@ -314,7 +335,7 @@ class Router:
         if name not in route.served_by:
             route.served_by.append(name)
         if self.cfg.sticky:
-            self.states.sticky.set(route.features.conversation_key, name, now)
+            self.states.sticky.set(route.features.conversation_key, name, now, route.features.prompt_tokens)
 
     async def _soon_usable(self, names: list[str]) -> str | None:
         """The first of ``names`` that is out only for a while (a cooldown after a 429, an open

@@ -145,7 +145,8 @@ class Splice:
                 return self._hold(chunk if not changed else Chunk(data))
             shaped = self._shape(delta)
             changed |= shaped
-            if shaped and not delta and not choice.get("finish_reason") and not data.get("usage"):
+            if shaped and not delta and not choice.get("finish_reason") and not data.get("usage") \
+                    and "prompt_progress" not in data:  # progress the client asked for is news
                 return []  # nothing left worth sending (an echo, a repeated role chunk)
         out = self._release() if self.held else []  # any other chunk means the calls are complete
         if delta is not None:

@@ -15,6 +15,7 @@ import attrs
 
 from backends import BackendError, RateLimit
 from config.schema import BackendConfig, RoutingConfig
+from routing.speed import Speed
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # Never wait longer than this for a half-open trial: a recovered backend is used again within it.
@@ -131,6 +132,7 @@ class BackendView:
     blocked_why: str | None = None
     over_budget: str | None = None  # why, e.g. "daily cloud budget of $5.00 spent"
     retry_at: float | None = None  # when a temporary block (cooldown, limit, open circuit) ends
+    predicted_ttft_s: float | None = None  # for this request, from measured speeds; None: nothing measured
 
     @property
     def recovers_at(self) -> float | None:
@@ -156,7 +158,7 @@ class StickyMap:
     def __init__(self, ttl_s: float, max_size: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_size = max_size
-        self._map: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        self._map: collections.OrderedDict[str, tuple[str, float, int]] = collections.OrderedDict()
 
     def get(self, key: str, now: float) -> str | None:
         entry = self._map.get(key)
@@ -164,10 +166,16 @@ class StickyMap:
             return None
         return entry[0]
 
-    def set(self, key: str, backend: str, now: float) -> None:
+    def cached(self, key: str, backend: str, now: float) -> int:
+        """Prompt tokens of the conversation's last turn if ``backend`` served it: what its prompt
+        cache likely still holds (llama.cpp's slot or host cache), so a turn there re-prefills little."""
+        entry = self._map.get(key)
+        return entry[2] if entry is not None and entry[0] == backend and now - entry[1] <= self.ttl_s else 0
+
+    def set(self, key: str, backend: str, now: float, prompt_tokens: int = 0) -> None:
         if not key:
             return
-        self._map[key] = (backend, now)
+        self._map[key] = (backend, now, prompt_tokens)
         self._map.move_to_end(key)
         while len(self._map) > self.max_size:
             self._map.popitem(last=False)
@@ -186,6 +194,8 @@ class BackendStates:
         # Why a backend is over its spend cap, or None; accounting installs the real check.
         self.budget: Callable[[str], str | None] = lambda name: None
         self.sticky = StickyMap(cfg.sticky_ttl_s)
+        self.speeds = {n: Speed() for n in backends}
+        self.in_flight = {n: 0 for n in backends}
 
     def context_window(self, name: str) -> int:
         configured = self.configs[name].context_window
@@ -193,10 +203,12 @@ class BackendStates:
         return min(configured, learned) if learned else configured
 
     def views(self, rate_limits: Mapping[str, Mapping[str, RateLimit]], needed_tokens: int,
-              now: float) -> dict[str, BackendView]:
-        return {name: self.view(name, rate_limits.get(name, {}), needed_tokens, now) for name in self.configs}
+              now: float, prompt_tokens: int = 0, conversation: str = "") -> dict[str, BackendView]:
+        return {name: self.view(name, rate_limits.get(name, {}), needed_tokens, now, prompt_tokens, conversation)
+                for name in self.configs}
 
-    def view(self, name: str, rate_limits: Mapping[str, RateLimit], needed_tokens: int, now: float) -> BackendView:
+    def view(self, name: str, rate_limits: Mapping[str, RateLimit], needed_tokens: int, now: float,
+             prompt_tokens: int = 0, conversation: str = "") -> BackendView:
         until, why = self.cooling_until.get(name), "cooling down after 429"
         if until is not None and now >= until:
             until = None
@@ -212,6 +224,8 @@ class BackendStates:
             blocked_until=until, blocked_why=why if until is not None else None,
             over_budget=self.budget(name),
             retry_at=max(ends) if ends else None,
+            predicted_ttft_s=self.speeds[name].predict_ttft(
+                max(0, prompt_tokens - self.sticky.cached(conversation, name, now)), self.in_flight[name]),
         )
 
     # --- events --------------------------------------------------------------------------------
@@ -243,5 +257,6 @@ class BackendStates:
                 "recent_failures": breaker.failures,
                 "cooldown_s": round(cooling - now, 1) if cooling and cooling > now else 0,
                 "context_window": self.context_window(name),
+                **self.speeds[name].report(self.in_flight[name]),
             }
         return out

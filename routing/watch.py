@@ -3,7 +3,8 @@
 :func:`watched` wraps one backend's chunk stream: no delta (content, reasoning or a tool call;
 headers and role chunks don't count) within ``first_token_timeout_s`` of sending the request,
 or a gap of more than ``stall_timeout_s`` between deltas, closes the upstream and raises
-:class:`backends.BackendUnavailable` with ``failure`` ``ttft`` or ``stall``.
+:class:`backends.BackendUnavailable` with ``failure`` ``ttft`` or ``stall``; a prefill whose
+progress says it will miss the first-token budget raises at once with ``slow_prefill``.
 
 :func:`race` is hedged dispatch: start the primary; if it has produced no delta after
 ``hedge_after_s``, start the secondary too; whichever produces a delta first wins, and the
@@ -18,15 +19,23 @@ from typing import AsyncIterator, Callable
 
 import attrs
 
-from backends import Backend, BackendError, BackendUnavailable, Chunk
+from backends import Backend, BackendError, BackendUnavailable, Chunk, Progress
 from routing.splice import is_delta
 
 
-async def watched(backend: Backend, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
+                  abandon: Callable[[float], str | None] | None = None) -> AsyncIterator[Chunk]:
+    """``chunks`` under the first-token and stall watchdogs. A backend that reports prefill
+    progress (llama.cpp's ``prompt_progress``) is judged by it before its first token: a prefill
+    that keeps progressing is not a stall, and one whose ETA runs past ``first_token_timeout_s``
+    (or that ``abandon(eta_s)`` rejects, naming why) fails at once with ``failure="slow_prefill"``
+    instead of after the whole timeout. Chunks that only carried progress are not passed on."""
     loop = asyncio.get_running_loop()
     cfg = backend.cfg
-    dog = _Watchdog(loop, loop.time() + cfg.first_token_timeout_s)
+    started = loop.time()
+    dog = _Watchdog(loop, started + cfg.first_token_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
+    role: Chunk | None = None  # a silent progress chunk's role, for the first chunk the client gets
     async with contextlib.aclosing(chunks):
         try:
             while True:
@@ -46,12 +55,43 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk]) -> AsyncIterat
                                              status=504, failure=failure) from None
                 finally:
                     dog.task = None
+                if chunk.progress is not None and failure == "ttft":
+                    _judge_prefill(backend, chunk.progress, loop.time(), started, dog, abandon)
+                if chunk.silent:
+                    role = role or chunk
+                    continue
+                if role is not None:
+                    yield role._replace(silent=False)
+                    role = None
                 if is_delta(chunk.data):
                     dog.move(loop.time() + cfg.stall_timeout_s)
                     failure, limit = "stall", cfg.stall_timeout_s
                 yield chunk
         finally:
             dog.stop()
+
+
+def _judge_prefill(backend: Backend, p: Progress, now: float, started: float, dog: _Watchdog,
+                   abandon: Callable[[float], str | None] | None) -> None:
+    cfg = backend.cfg
+    done, left = p.processed - p.cache, p.total - p.processed
+    if left <= 0:
+        dog.move(now + cfg.stall_timeout_s)  # prefill is over: the first token is a decode away
+        return
+    if done <= 0 or p.time_ms <= 0:
+        return  # no rate yet (the first reading comes before the first batch)
+    eta = left / (done / (p.time_ms / 1000))
+    why = None
+    if now + eta > started + cfg.first_token_timeout_s:
+        why = f"its first token would come after {now + eta - started:.0f}s (first_token_timeout_s is " \
+              f"{cfg.first_token_timeout_s:g})"
+    elif abandon is not None:
+        why = abandon(eta)
+    if why:
+        raise BackendUnavailable(backend.name, f"{backend.name} is processing a {p.total}-token prompt; {why}",
+                                 status=504, failure="slow_prefill")
+    # Progressing, and in time: a stall only if the readings stop for longer than the rest should take.
+    dog.move(now + eta + cfg.stall_timeout_s)
 
 
 class _Watchdog:

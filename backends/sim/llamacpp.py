@@ -6,18 +6,28 @@ Reproduces what protocols.md §2, §6.1 and the measurements of §8 describe:
   ``/v1/models``, ``/props``, ``/slots`` (``?fail_on_no_slot=1``), ``/metrics`` (501 when off).
 * Chat completions that accept unknown fields, refuse ``n>1``, answer an over-long prompt with a
   pre-stream HTTP 400 ``exceed_context_size_error`` (``Connection: close``, even for streams).
+* Prompt processing (§8.x): with ``prefill_tokens_per_s`` set, the uncached prompt tokens take
+  ``uncached / prefill_tokens_per_s`` s before the first token, in ``batch_tokens`` batches. A
+  stream that asks ``return_progress: true`` gets a role chunk carrying ``prompt_progress``
+  ``{total, cache, processed, time_ms}`` at the start and after every batch (``processed``
+  counts the cached tokens too, as llama-server's ``slot.prompt.tokens.size()``, so it ends at
+  ``total``); its headers go out with the first of them. ``timings`` report that time.
 * Prefill: a trailing assistant message is continued. Streams ECHO the prefill text in the first
   content delta (measured, §8); reasoning is off in prefill mode (reasoning_format forced none).
   Prefill with a thinking template is refused unless ``chat_template_kwargs.enable_thinking`` is
   false. Reasoning is also suppressed when a request sets enable_thinking false.
 * Streams: role chunk, reasoning_content, content, tool calls (header, then ~8-char argument
   fragments), finish chunk; timings on the finish chunk, or with ``include_usage`` a ``choices: []``
-  usage chunk that carries them; ``[DONE]``. Headers go out with the first token, so a slow first
-  token or an error before it looks exactly like llama-server (an error then is a plain HTTP error).
+  usage chunk that carries them; ``[DONE]``. Headers go out with the first result (the first
+  token, or the first progress chunk), so a slow first token or an error before it looks exactly
+  like llama-server (an error then is a plain HTTP error).
 * After a streamed response the TCP connection is closed at once although the response said
   Keep-Alive (§8: a pooled client then writes its next request into a dead socket).
 * ``n_slots`` concurrent generations; further requests queue (``requests_deferred``), never fail.
-* Prompt cache: the longest common message prefix with the previous request counts as cached.
+* Prompt cache: the longest common message prefix with any of the last ``prompt_cache_size``
+  distinct prompts counts as cached (llama-server keeps one prompt per slot plus a host-memory
+  prompt cache, so an interleaved second conversation does not evict the first). A prompt whose
+  processing was cancelled is remembered only as far as it was processed.
 """
 
 from __future__ import annotations
@@ -79,8 +89,14 @@ def llama_error(status: int, message: str | None = None, type_: str | None = Non
 
 @attrs.define
 class _Slot:
+    """One slot; the ``n_prompt_*`` fields describe its current or last task (/slots)."""
+
     id: int
     exchange: Exchange | None = None
+    id_task: int = -1
+    n_prompt_tokens: int = 0
+    n_prompt_tokens_cache: int = 0
+    n_prompt_tokens_processed: int = 0
 
 
 @attrs.define
@@ -104,6 +120,30 @@ class _Turn:
     cached_tokens: int
     include_usage: bool
     started: float
+    slot: _Slot
+    messages: list
+    return_progress: bool = False
+
+
+class _Stream(SseStream):
+    """llama-server's SSE response: the headers go out with the first result written.
+
+    The role chunk rides with the first *token* result (llama-server adds it when
+    ``n_decoded == 1``), also after progress results, which carry a role chunk of their own and
+    are written with ``write_result`` (as is an error event: no role chunk precedes it).
+    """
+
+    def __init__(self, request: web.Request, headers: dict[str, str], role: bytes) -> None:
+        super().__init__(request, headers, b"")
+        self._role = role
+
+    async def write(self, data: bytes) -> None:
+        if self._role:
+            data, self._role = self._role + data, b""
+        await super().write(data)
+
+    async def write_result(self, data: bytes) -> None:
+        await super().write(data)
 
 
 class LlamaCppSim(SimServer):
@@ -112,16 +152,27 @@ class LlamaCppSim(SimServer):
     >>> sim = LlamaCppSim(Script(content="Hi there"), tokens_per_s=None, n_ctx=4096)
     >>> base = await sim.start()          # "http://127.0.0.1:PORT/v1"
     >>> sim.push_faults(Fault.stall_after(2, seconds=1.0))
+    >>> sim.prefill_tokens_per_s = 500    # prompt processing now takes uncached / 500 s
     >>> ...; await sim.stop()
+
+    ``prefill_tokens_per_s`` (None: instant) and ``batch_tokens`` (n_batch) shape prompt
+    processing; both are read per request, so they may be changed at any time.
+    ``prompt_cache_size`` is how many distinct prompts the prompt cache keeps (1: only the
+    previous request's, the simulator's behaviour before the cache was modelled).
     """
 
     def __init__(self, script: Script = Script(), *, tokens_per_s: float | None = 200.0,
                  host: str = "127.0.0.1", port: int = 0, n_ctx: int = 8192,
                  model_alias: str = "local-model", thinking: bool = False,
                  metrics: bool = True, loading: bool = False, n_slots: int = 4,
-                 close_after_stream: bool = True, reset_on_reuse: bool = False) -> None:
+                 close_after_stream: bool = True, reset_on_reuse: bool = False,
+                 prefill_tokens_per_s: float | None = None, batch_tokens: int = 2048,
+                 prompt_cache_size: int = 8) -> None:
         super().__init__(script, tokens_per_s=tokens_per_s, host=host, port=port)
         self.n_ctx = n_ctx
+        self.prefill_tokens_per_s = prefill_tokens_per_s
+        self.batch_tokens = batch_tokens
+        self.prompt_cache_size = prompt_cache_size
         self.model_alias = model_alias
         self.thinking = thinking
         self.metrics = metrics
@@ -135,7 +186,8 @@ class LlamaCppSim(SimServer):
         self._slot_sem = asyncio.Semaphore(n_slots)
         self._deferred = 0
         self._counters = _Counters()
-        self._last_messages: list = []
+        self._prompt_cache: list[list] = []  # most recently used first
+        self._tasks = 0
         self._created = int(time.time())
 
     def make_app(self) -> web.Application:
@@ -194,13 +246,20 @@ class LlamaCppSim(SimServer):
     async def _slots_route(self, request: web.Request) -> web.Response:
         if request.query.get("fail_on_no_slot") and all(s.exchange for s in self._slots):
             return llama_error(503, "no slot available", "unavailable_error")
-        return web.json_response([{
-            "id": s.id, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False,
+        return web.json_response([self._slot_json(s) for s in self._slots])
+
+    def _slot_json(self, s: _Slot) -> dict:
+        out: dict[str, Any] = {
+            "id": s.id, "id_task": s.id_task, "n_ctx": self.n_ctx, "speculative": False,
             "is_processing": s.exchange is not None, "params": self._params(),
             "next_token": {"has_next_token": s.exchange is not None, "has_new_line": False,
                            "n_remain": -1,
                            "n_decoded": s.exchange.tokens_sent if s.exchange else 0}}
-            for s in self._slots])
+        if s.id_task >= 0:  # the current or last task's prompt (§8.x)
+            out.update(n_prompt_tokens=s.n_prompt_tokens,
+                       n_prompt_tokens_processed=s.n_prompt_tokens_processed,
+                       n_prompt_tokens_cache=s.n_prompt_tokens_cache)
+        return out
 
     async def _metrics_route(self, request: web.Request) -> web.Response:
         if not self.metrics:
@@ -273,15 +332,19 @@ class LlamaCppSim(SimServer):
         plan = make_plan(script, content=content, reasoning=prefill is None and not thinking_off,
                          max_tokens=cap)
         stream_options = _dict(body.get("stream_options"))
-        async with self._slot(ex):
+        async with self._slot(ex) as slot:
+            cached = self._cached(messages, prompt_tokens) if body.get(
+                "cache_prompt", True) else 0
+            self._tasks += 1
+            slot.id_task, slot.n_prompt_tokens = self._tasks, prompt_tokens
+            slot.n_prompt_tokens_cache, slot.n_prompt_tokens_processed = cached, 0
             turn = _Turn(
                 cid="chatcmpl-" + _random_id(32), created=int(time.time()), plan=plan,
-                prefill=prefill, prompt_tokens=prompt_tokens,
-                cached_tokens=self._cached(messages, prompt_tokens) if body.get(
-                    "cache_prompt", True) else 0,
+                prefill=prefill, prompt_tokens=prompt_tokens, cached_tokens=cached,
                 include_usage=bool(stream_options.get("include_usage")),
-                started=time.monotonic())
-            self._last_messages = list(messages)
+                started=time.monotonic(), slot=slot, messages=messages,
+                return_progress=bool(body.get("stream")) and body.get("return_progress") is True)
+            self._remember(messages)
             if body.get("stream"):
                 return await self._stream(request, ex, turn)
             return await self._complete(request, ex, turn)
@@ -321,14 +384,64 @@ class LlamaCppSim(SimServer):
             self._slot_sem.release()
 
     def _cached(self, messages: list, prompt_tokens: int) -> int:
-        shared = 0
-        for old, new in zip(self._last_messages, messages, strict=False):
-            if old != new:
-                break
-            shared += 1
+        """Tokens of the longest message prefix shared with a cached prompt."""
+        shared = max((_shared_prefix(old, messages) for old in self._prompt_cache), default=0)
         chars = sum(len(message_text(m)) for m in messages[:shared])
         # The last prompt token is always evaluated again, as in llama-server (cache_n = n - 1).
         return max(0, min(chars // 4, prompt_tokens - 1))
+
+    def _remember(self, messages: list) -> None:
+        """Put a prompt first in the cache; the prompts it extends (or repeats) make way."""
+        rest = [old for old in self._prompt_cache
+                if _shared_prefix(old, messages) < len(old)]
+        self._prompt_cache = [list(messages), *rest][:max(1, self.prompt_cache_size)]
+
+    def _forget_unprocessed(self, messages: list, processed_tokens: int) -> None:
+        """Prompt processing was cut short: keep only the messages it got through."""
+        keep, chars = 0, 0
+        for m in messages:
+            chars += len(message_text(m))
+            if chars // 4 > processed_tokens:
+                break
+            keep += 1
+        self._prompt_cache = [old for old in self._prompt_cache if old != messages]
+        if keep:
+            self._remember(messages[:keep])
+
+    async def _process_prompt(self, turn: _Turn, out: _Stream | None) -> None:
+        """Prompt processing of the uncached tokens, ``batch_tokens`` at a time.
+
+        Each batch ends at ``started + done / prefill_tokens_per_s`` (a deadline schedule, so
+        sleep overhead does not add up). With ``out`` (return_progress) a progress chunk goes out
+        first (processed = cache) and after every batch, the last one at processed = total.
+        Sleeping is cancellable, so a client that leaves frees the slot at once.
+        """
+        slot, speed = turn.slot, self.prefill_tokens_per_s
+        uncached = turn.prompt_tokens - turn.cached_tokens
+        if out is None and not speed:
+            slot.n_prompt_tokens_processed = uncached
+            return
+        batch, done = max(1, int(self.batch_tokens)), 0
+        try:
+            if out is not None:
+                await out.write_result(self._progress_chunk(turn, 0))
+            while done < uncached:
+                done = min(uncached, done + batch)
+                if speed:
+                    await asyncio.sleep(max(0.0, turn.started + done / speed - time.monotonic()))
+                slot.n_prompt_tokens_processed = done
+                if out is not None:
+                    await out.write_result(self._progress_chunk(turn, done))
+        except (asyncio.CancelledError, ConnectionResetError):
+            self._forget_unprocessed(turn.messages, turn.cached_tokens + done)
+            raise
+
+    def _progress_chunk(self, turn: _Turn, done: int) -> bytes:
+        """A role chunk with llama-server's ``prompt_progress`` (``processed`` includes cache)."""
+        return self._chunk(turn, {"role": "assistant", "content": None}, prompt_progress={
+            "total": turn.prompt_tokens, "cache": turn.cached_tokens,
+            "processed": turn.cached_tokens + done,
+            "time_ms": int((time.monotonic() - turn.started) * 1000)})
 
     def _chunk(self, turn: _Turn, delta: dict | None, finish: str | None = None,
                **extra: Any) -> bytes:
@@ -354,18 +467,20 @@ class LlamaCppSim(SimServer):
         return steps
 
     async def _stream(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.StreamResponse:
-        out = SseStream(request, {"Content-Type": "text/event-stream", "Server": "llama.cpp",
-                                  "Keep-Alive": "timeout=5, max=100"},
-                        self._chunk(turn, {"role": "assistant", "content": None}))
+        out = _Stream(request, {"Content-Type": "text/event-stream", "Server": "llama.cpp",
+                                "Keep-Alive": "timeout=5, max=100"},
+                      self._chunk(turn, {"role": "assistant", "content": None}))
+        # Prompt processing: no headers yet, unless progress chunks are asked for.
+        await self._process_prompt(turn, out if turn.return_progress else None)
         if ex.fault_is("slow_first_token"):
-            await pause(ex.fault.seconds)  # prompt processing: no headers yet
+            await pause(ex.fault.seconds)
         stop = await self._generate(request, ex, self._steps(turn), out)
         if stop is not None:
             ex.outcome = "fault"
             if not out.started:
                 # The first result is an error: llama-server answers a plain HTTP error.
                 return llama_error(stop.status)
-            await out.write(b"data: " + orjson.dumps(error_body(stop.status)) + b"\n\n")
+            await out.write_result(b"data: " + orjson.dumps(error_body(stop.status)) + b"\n\n")
         else:
             usage, timings = self._usage(ex, turn)
             if turn.include_usage:
@@ -390,6 +505,7 @@ class LlamaCppSim(SimServer):
         return response
 
     async def _complete(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.Response:
+        await self._process_prompt(turn, None)
         if ex.fault_is("slow_first_token"):
             await pause(ex.fault.seconds)
         stop = await self._generate(request, ex, [(1, b"")] * turn.plan.completion_tokens, None)
@@ -445,6 +561,16 @@ class LlamaCppSim(SimServer):
 
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def _shared_prefix(old: list, new: list) -> int:
+    """How many leading messages two prompts share."""
+    shared = 0
+    for a, b in zip(old, new, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return shared
 
 
 def _rate(n: float, seconds: float) -> float:
