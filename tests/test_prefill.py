@@ -3,6 +3,7 @@ speeds and the predicted time to first token, and the slow_local rule. No socket
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from routing.policy import RouteDecision, decide
 from routing.speed import Speed
 from routing.state import BackendView
 from routing.watch import watched
+from tests.conftest import read_sse
 
 
 class Fake:
@@ -112,3 +114,74 @@ def test_a_prompt_predicted_too_slow_for_local_goes_to_the_cloud_before_it_is_se
     # Pinned to local: slow is still better than nothing.
     assert decide(FEATURES, easy, views(100.0), RoutingConfig(), strategy="local_only", sticky=None,
                   now=0).primary == "local"
+
+
+# --- end to end: the llama.cpp simulator's prefill and return_progress ---------------------------
+
+def long_prompt(tokens: int) -> list[dict[str, Any]]:
+    # The simulator counts 4 characters a token.
+    return [{"role": "user", "content": "Fix the typo in README.md.\n" + "lorem ipsum dolor " * (tokens // 4)}]
+
+
+async def post(http, server, body: dict[str, Any]) -> tuple[dict[str, str], list[Any], float]:
+    started = time.monotonic()
+    async with http.post(server.make_url("/v1/chat/completions"), json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        events, _ = await read_sse(resp)
+        return dict(resp.headers), events, time.monotonic() - started
+
+
+LOCAL_FIRST = {"strategy": "local_first"}  # whatever the classifier thinks of these long prompts
+
+
+@pytest.fixture
+def prefilling(local_sim):
+    local_sim.n_ctx = 200_000
+    local_sim.batch_tokens = 1000
+    return local_sim
+
+
+async def test_a_slow_prefill_that_fits_is_not_failed_over_and_its_progress_is_not_relayed(
+        gateway_factory, http, prefilling):
+    prefilling.prefill_tokens_per_s = 5_000  # 4,000 tokens: 0.8 s of prefill, in 8 progress batches
+    server = await gateway_factory(local={"first_token_timeout_s": 5.0, "stall_timeout_s": 0.5}, routing=LOCAL_FIRST)
+    headers, events, _ = await post(http, server, {"model": "glm-4.7", "stream": True, "messages": long_prompt(4_000)})
+    assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("local", "local_first")
+    assert events[-1] == "[DONE]" and not any("prompt_progress" in e for e in events if isinstance(e, dict))
+    (seen,) = prefilling.requests
+    assert seen.body["return_progress"] is True and seen.outcome == "completed"
+    # Asked for, it is relayed.
+    _, events, _ = await post(http, server, {"model": "glm-4.7-local", "stream": True, "return_progress": True,
+                                             "messages": long_prompt(4_000)})
+    assert sum(1 for e in events if isinstance(e, dict) and "prompt_progress" in e) >= 2
+
+
+async def test_a_prefill_whose_eta_misses_the_budget_switches_to_the_cloud_at_once(gateway_factory, http,
+                                                                                  prefilling, cloud_sim):
+    prefilling.prefill_tokens_per_s = 2_000  # 40,000 tokens: 20 s of prefill; a rate after 0.5 s
+    server = await gateway_factory(local={"first_token_timeout_s": 10.0},
+                                   routing={**LOCAL_FIRST, "max_local_ttft_s": 0.0})
+    headers, events, elapsed = await post(http, server, {"model": "glm-4.7", "stream": True,
+                                                         "messages": long_prompt(40_000)})
+    assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")
+    assert events[-1] == "[DONE]" and elapsed < 2.0  # the timeout is 10 s: it was not waited out
+    (abandoned,) = await prefilling.wait_for_requests(1)
+    assert abandoned.outcome == "cancelled"  # the slot is freed
+    async with http.get(server.make_url("/health")) as resp:
+        local = (await resp.json())["backends"]["local"]
+    assert local["breaker"] == "closed" and local["recent_failures"] == 0  # a long prompt, not a failure
+
+
+async def test_a_learned_prefill_speed_sends_a_long_prompt_to_the_cloud_before_it_is_sent(gateway_factory, http,
+                                                                                         prefilling):
+    prefilling.prefill_tokens_per_s = 4_000
+    server = await gateway_factory(routing={**LOCAL_FIRST, "max_local_ttft_s": 5.0})
+    headers, _, _ = await post(http, server, {"model": "glm-4.7", "stream": True, "messages": long_prompt(2_000)})
+    assert headers["x-glm-backend"] == "local"  # and llama.cpp's timings teach its prefill speed
+    async with http.get(server.make_url("/health")) as resp:
+        local = (await resp.json())["backends"]["local"]
+    assert local["prefill_tps"] == pytest.approx(4_000, rel=0.5) and local["predicted_ttft_s_10k_tokens"] > 1
+    headers, events, _ = await post(http, server, {"model": "glm-4.7", "stream": True,
+                                                   "messages": long_prompt(40_000)})  # ~10 s predicted
+    assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")
+    assert len(prefilling.requests) == 1  # never sent to local

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import time
 
@@ -478,6 +479,234 @@ async def test_client_disconnect_is_recorded_as_cancelled_at_once(session):
         assert rec.tokens_sent < 10
         async with session.get(base.removesuffix("/v1") + "/slots") as slots:
             assert [s["is_processing"] for s in await slots.json()] == [False]
+    finally:
+        await sim.stop()
+
+
+# -- llama-server prompt processing and return_progress (§2.4, §8.x) ---------------------------
+def words(n_tokens: int, tag: str = "w") -> str:
+    """Text of exactly n_tokens estimated prompt tokens (4 characters each)."""
+    return (f"{tag}{tag}{tag} " * n_tokens)[:n_tokens * 4]
+
+
+LONG = [{"role": "user", "content": words(3000)}]  # 3,000 tokens: one full batch and a part
+
+
+async def timed_stream(session, sim, body: dict) -> tuple[float, list[tuple[float, object]]]:
+    """(seconds to the headers, [(seconds, event)]) of one stream, from the request's start."""
+    t0 = time.monotonic()
+    async with session.post(sim.url + "/chat/completions", json=body) as resp:
+        assert resp.status == 200
+        t_headers = time.monotonic() - t0
+        out = []
+        async for line in resp.content:
+            if line.startswith(b"data: "):
+                [event] = events(line.strip() + b"\n\n")
+                out.append((time.monotonic() - t0, event))
+    return t_headers, out
+
+
+def progress_of(chunks: list) -> list[dict]:
+    return [c["prompt_progress"] for c in chunks if isinstance(c, dict) and "prompt_progress" in c]
+
+
+async def test_llama_return_progress_chunks_precede_content(session):
+    sim = LlamaCppSim(PLAIN, tokens_per_s=None, prefill_tokens_per_s=20_000)
+    await sim.start()
+    try:
+        _, timed = await timed_stream(session, sim, llama_body(
+            messages=LONG, stream=True, return_progress=True,
+            stream_options={"include_usage": True}))
+        chunks = [e for _, e in timed]
+        first_content = next(i for i, c in enumerate(chunks) if deltas([c], "content"))
+        # role chunks with progress; then the plain role chunk that rides with the first token
+        for c in chunks[:first_content]:
+            assert c["choices"][0] == {"finish_reason": None, "index": 0,
+                                       "delta": {"role": "assistant", "content": None}}
+        assert ["prompt_progress" in c for c in chunks[:first_content]] == [True] * 3 + [False]
+        wire = chunks[0]
+        assert list(wire) == ["choices", "created", "id", "model", "system_fingerprint",
+                              "object", "prompt_progress"]
+        assert list(wire["prompt_progress"]) == ["total", "cache", "processed", "time_ms"]
+        progress = progress_of(chunks)
+        assert not progress_of(chunks[first_content:])
+        # the start, then one per 2,048-token batch; processed counts the cache too
+        assert [p["processed"] for p in progress] == [0, 2048, 3000]
+        assert {(p["total"], p["cache"]) for p in progress} == {(3000, 0)}
+        times = [p["time_ms"] for p in progress]
+        assert times == sorted(times) and len(set(times)) == 3 and all(
+            isinstance(t, int) for t in times)
+        assert abs(times[-1] - 150) < 60
+        # then content, finish, usage (with timings), [DONE]
+        assert "".join(deltas(chunks, "content")) == PLAIN.content
+        finish, usage, done = chunks[-3:]
+        assert finish["choices"][0]["finish_reason"] == "stop" and done == "[DONE]"
+        assert usage["choices"] == [] and usage["timings"]["prompt_n"] == 3000
+        assert usage["usage"]["prompt_tokens"] == 3000
+        # the headers came with the first progress chunk, well before the first content
+        t_first, t_content = timed[0][0], timed[first_content][0]
+        assert t_first < 0.05 and t_content - t_first > 0.1
+        # slow_first_token is a silent wait before prompt processing: no progress, no headers
+        sim.push_faults(Fault.slow_first_token(0.2))
+        t_headers, timed = await timed_stream(session, sim, llama_body(
+            messages=[{"role": "user", "content": words(3000, "f")}], stream=True,
+            return_progress=True))
+        assert t_headers >= 0.19 and timed[-2][0] - t_headers >= 0.14
+        assert [p["time_ms"] < 60 for p in progress_of([e for _, e in timed])] == [
+            True, False, False]  # time_ms counts from the start of prompt processing
+    finally:
+        await sim.stop()
+
+
+async def test_llama_prefill_without_return_progress_delays_first_token(session):
+    sim = LlamaCppSim(PLAIN, tokens_per_s=None)
+    await sim.start()
+    sim.prefill_tokens_per_s = 20_000  # settable after construction
+    try:
+        t_headers, timed = await timed_stream(session, sim, llama_body(
+            messages=LONG, stream=True, stream_options={"include_usage": True}))
+        chunks = [e for _, e in timed]
+        assert not progress_of(chunks) and all(
+            "prompt_progress" not in c for c in chunks if isinstance(c, dict))
+        assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+        assert t_headers >= 0.14  # no headers before the first token
+        assert timed[1][0] >= 0.14 and deltas([chunks[1]], "content")
+        assert chunks[-2]["timings"]["prompt_ms"] >= 140
+        # return_progress means nothing without a stream; the wait is the same
+        t0 = time.monotonic()
+        _, raw = await post(session, sim, llama_body(
+            messages=[{"role": "user", "content": words(3000, "n")}], return_progress=True))
+        assert time.monotonic() - t0 >= 0.14
+        assert "prompt_progress" not in orjson.loads(raw)
+        assert orjson.loads(raw)["timings"]["cache_n"] == 0
+        # slow_first_token adds to prompt processing, still before any header
+        sim.push_faults(Fault.slow_first_token(0.1))
+        t_headers, _ = await timed_stream(session, sim, llama_body(
+            messages=[{"role": "user", "content": words(3000, "z")}], stream=True))
+        assert t_headers >= 0.24
+    finally:
+        await sim.stop()
+
+
+async def test_llama_prefill_timings_and_cached_prefix(session):
+    sim = LlamaCppSim(PLAIN, tokens_per_s=None, prefill_tokens_per_s=20_000)
+    await sim.start()
+    try:
+        _, raw = await post(session, sim, llama_body(messages=LONG))
+        first = orjson.loads(raw)["timings"]
+        assert (first["cache_n"], first["prompt_n"]) == (0, 3000)
+        assert 0.6 * 20_000 <= first["prompt_per_second"] <= 1.4 * 20_000
+        assert abs(first["prompt_ms"] - 150) < 60
+        # The same conversation with one more turn: its prefix is cached and skipped.
+        longer = LONG + [{"role": "assistant", "content": words(50, "a")},
+                         {"role": "user", "content": words(150, "u")}]
+        _, timed = await timed_stream(session, sim, llama_body(
+            messages=longer, stream=True, return_progress=True,
+            stream_options={"include_usage": True}))
+        chunks = [e for _, e in timed]
+        again = chunks[-2]["timings"]
+        assert (again["cache_n"], again["prompt_n"]) == (3000, 200)
+        assert chunks[-2]["usage"]["prompt_tokens_details"]["cached_tokens"] == 3000
+        assert again["prompt_ms"] < first["prompt_ms"] / 4
+        assert [(p["cache"], p["processed"], p["total"]) for p in progress_of(chunks)] == [
+            (3000, 3000, 3200), (3000, 3200, 3200)]
+    finally:
+        await sim.stop()
+
+
+async def test_llama_prompt_cache_survives_an_interleaved_conversation(session):
+    a = [{"role": "user", "content": words(400, "a")}]
+    b = [{"role": "user", "content": words(400, "b")}]
+    a2 = a + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+
+    async def cache_n(sim, messages) -> int:
+        _, raw = await post(session, sim, llama_body(messages=messages))
+        return orjson.loads(raw)["timings"]["cache_n"]
+
+    for size, expected in ((8, 400), (1, 0)):  # 1: only the previous prompt, as before
+        sim = LlamaCppSim(PLAIN, tokens_per_s=None, prompt_cache_size=size)
+        await sim.start()
+        try:
+            assert [await cache_n(sim, m) for m in (a, b, a2)] == [0, 0, expected]
+        finally:
+            await sim.stop()
+    sim = LlamaCppSim(PLAIN, tokens_per_s=None)  # 8 entries, least recently used goes first
+    await sim.start()
+    try:
+        others = [[{"role": "user", "content": words(100, f"{i}x")}] for i in range(8)]
+        for m in [a, *others[:7]]:
+            await cache_n(sim, m)
+        assert await cache_n(sim, a2) == 400  # a was the 8th most recent: still cached
+        for m in others:
+            await cache_n(sim, m)
+        assert await cache_n(sim, a2 + [{"role": "user", "content": "x"}]) == 0  # evicted
+    finally:
+        await sim.stop()
+
+
+async def slots_of(session, sim) -> list[dict]:
+    async with session.get(sim.url.removesuffix("/v1") + "/slots") as resp:
+        return await resp.json()
+
+
+async def wait_idle(session, sim, timeout: float = 1.0) -> float:
+    t0 = time.monotonic()
+    while any(s["is_processing"] for s in await slots_of(session, sim)):
+        assert time.monotonic() - t0 < timeout, "the slot was not freed"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+async def test_llama_disconnect_during_prefill_frees_the_slot(session):
+    # 6,000 tokens at 10,000 tokens/s: 0.6 s of prompt processing, a batch every ~0.2 s.
+    head = {"role": "system", "content": words(1000, "s")}
+    prompt = [head, {"role": "user", "content": words(5000, "q")}]
+    sim = LlamaCppSim(PLAIN, tokens_per_s=None, prefill_tokens_per_s=10_000, n_slots=1)
+    await sim.start()
+    try:
+        # Without return_progress nothing has been sent yet: the client leaves while waiting.
+        task = asyncio.create_task(post(session, sim, llama_body(messages=prompt, stream=True)))
+        await asyncio.sleep(0.1)
+        [slot] = await slots_of(session, sim)
+        assert slot["is_processing"] and slot["id_task"] == 1 and slot["n_ctx"] == 8192
+        assert (slot["n_prompt_tokens"], slot["n_prompt_tokens_cache"],
+                slot["n_prompt_tokens_processed"]) == (6000, 0, 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await wait_idle(session, sim) < 1.0
+        [rec] = await sim.wait_for_requests(1)
+        assert rec.outcome == "cancelled" and rec.tokens_sent == 0
+        # With progress: leave after the first batch; only what was processed stays cached.
+        resp = await session.post(sim.url + "/chat/completions", json=llama_body(
+            messages=prompt, stream=True, return_progress=True))
+        seen = []
+        while len(seen) < 2:
+            [chunk] = events(await resp.content.readuntil(b"\n\n"))
+            seen.append(chunk["prompt_progress"]["processed"])
+        assert seen == [0, 2048]
+        resp.close()
+        assert await wait_idle(session, sim) < 1.0
+        [slot] = await slots_of(session, sim)
+        assert slot["id_task"] == 2 and slot["n_prompt_tokens_processed"] == 2048
+        assert (await sim.wait_for_requests(2))[1].outcome == "cancelled"
+        # 2,048 processed tokens covered the system message, not the user's: cache_n 1000.
+        sim.prefill_tokens_per_s = math.inf  # instant, progress chunks still sent
+        _, timed = await timed_stream(session, sim, llama_body(
+            messages=prompt, stream=True, return_progress=True))
+        progress = progress_of([e for _, e in timed])
+        assert [p["processed"] for p in progress] == [1000, 3048, 5096, 6000]
+        assert {p["cache"] for p in progress} == {1000} and timed[-1][0] < 0.1
+        sim.prefill_tokens_per_s = None  # not simulated: no progress chunks at all
+        _, raw = await post(session, sim, llama_body(
+            messages=prompt, stream=True, return_progress=True))
+        assert not progress_of(events(raw))
+        _, raw = await post(session, sim, llama_body(messages=[head, {
+            "role": "user", "content": words(5000, "r")}]))
+        assert orjson.loads(raw)["timings"]["cache_n"] == 1000  # the system message only
+        [slot] = await slots_of(session, sim)
+        assert (slot["id_task"], slot["n_prompt_tokens_cache"],
+                slot["n_prompt_tokens_processed"]) == (5, 1000, 5000)
     finally:
         await sim.stop()
 

@@ -8,7 +8,7 @@ Reproduces what protocols.md §2, §6.1 and the measurements of §8 describe:
   pre-stream HTTP 400 ``exceed_context_size_error`` (``Connection: close``, even for streams).
 * Prompt processing (§8.x): with ``prefill_tokens_per_s`` set, the uncached prompt tokens take
   ``uncached / prefill_tokens_per_s`` s before the first token, in ``batch_tokens`` batches. A
-  stream that asks ``return_progress: true`` gets a role chunk carrying ``prompt_progress``
+  stream that asks ``return_progress: true`` then gets a role chunk carrying ``prompt_progress``
   ``{total, cache, processed, time_ms}`` at the start and after every batch (``processed``
   counts the cached tokens too, as llama-server's ``slot.prompt.tokens.size()``, so it ends at
   ``total``); its headers go out with the first of them. ``timings`` report that time.
@@ -155,8 +155,10 @@ class LlamaCppSim(SimServer):
     >>> sim.prefill_tokens_per_s = 500    # prompt processing now takes uncached / 500 s
     >>> ...; await sim.stop()
 
-    ``prefill_tokens_per_s`` (None: instant) and ``batch_tokens`` (n_batch) shape prompt
-    processing; both are read per request, so they may be changed at any time.
+    ``prefill_tokens_per_s`` and ``batch_tokens`` (n_batch) shape prompt processing; both are
+    read per request, so they may be changed at any time. None (the default) keeps prompt
+    processing out of the simulation: instant, and no ``prompt_progress`` chunks even when a
+    request asks for them (the wire format as before); ``math.inf`` is instant *with* them.
     ``prompt_cache_size`` is how many distinct prompts the prompt cache keeps (1: only the
     previous request's, the simulator's behaviour before the cache was modelled).
     """
@@ -411,37 +413,38 @@ class LlamaCppSim(SimServer):
     async def _process_prompt(self, turn: _Turn, out: _Stream | None) -> None:
         """Prompt processing of the uncached tokens, ``batch_tokens`` at a time.
 
-        Each batch ends at ``started + done / prefill_tokens_per_s`` (a deadline schedule, so
-        sleep overhead does not add up). With ``out`` (return_progress) a progress chunk goes out
-        first (processed = cache) and after every batch, the last one at processed = total.
-        Sleeping is cancellable, so a client that leaves frees the slot at once.
+        Each batch ends at ``start + done / prefill_tokens_per_s``: a deadline schedule, so
+        sleep overhead does not add up. ``start`` (also the origin of ``time_ms``) is when
+        processing began, after any slow_first_token wait. With ``out`` (return_progress) a
+        progress chunk goes out first (processed = cache) and after every batch, the last one
+        at processed = total. Sleeping is cancellable: a client that leaves frees the slot.
         """
         slot, speed = turn.slot, self.prefill_tokens_per_s
         uncached = turn.prompt_tokens - turn.cached_tokens
         if out is None and not speed:
             slot.n_prompt_tokens_processed = uncached
             return
-        batch, done = max(1, int(self.batch_tokens)), 0
+        batch, done, start = max(1, int(self.batch_tokens)), 0, time.monotonic()
         try:
             if out is not None:
-                await out.write_result(self._progress_chunk(turn, 0))
+                await out.write_result(self._progress_chunk(turn, 0, start))
             while done < uncached:
-                done = min(uncached, done + batch)
+                end = min(uncached, done + batch)
                 if speed:
-                    await asyncio.sleep(max(0.0, turn.started + done / speed - time.monotonic()))
-                slot.n_prompt_tokens_processed = done
+                    await asyncio.sleep(max(0.0, start + end / speed - time.monotonic()))
+                slot.n_prompt_tokens_processed = done = end
                 if out is not None:
-                    await out.write_result(self._progress_chunk(turn, done))
+                    await out.write_result(self._progress_chunk(turn, done, start))
         except (asyncio.CancelledError, ConnectionResetError):
             self._forget_unprocessed(turn.messages, turn.cached_tokens + done)
             raise
 
-    def _progress_chunk(self, turn: _Turn, done: int) -> bytes:
+    def _progress_chunk(self, turn: _Turn, done: int, start: float) -> bytes:
         """A role chunk with llama-server's ``prompt_progress`` (``processed`` includes cache)."""
         return self._chunk(turn, {"role": "assistant", "content": None}, prompt_progress={
             "total": turn.prompt_tokens, "cache": turn.cached_tokens,
             "processed": turn.cached_tokens + done,
-            "time_ms": int((time.monotonic() - turn.started) * 1000)})
+            "time_ms": int((time.monotonic() - start) * 1000)})
 
     def _chunk(self, turn: _Turn, delta: dict | None, finish: str | None = None,
                **extra: Any) -> bytes:
@@ -470,10 +473,12 @@ class LlamaCppSim(SimServer):
         out = _Stream(request, {"Content-Type": "text/event-stream", "Server": "llama.cpp",
                                 "Keep-Alive": "timeout=5, max=100"},
                       self._chunk(turn, {"role": "assistant", "content": None}))
-        # Prompt processing: no headers yet, unless progress chunks are asked for.
-        await self._process_prompt(turn, out if turn.return_progress else None)
         if ex.fault_is("slow_first_token"):
+            # Silent, as a wedged or deferred server: no headers yet, not even progress chunks.
             await pause(ex.fault.seconds)
+        # Prompt processing: no headers yet either, unless progress chunks are asked for.
+        progress = turn.return_progress and self.prefill_tokens_per_s is not None
+        await self._process_prompt(turn, out if progress else None)
         stop = await self._generate(request, ex, self._steps(turn), out)
         if stop is not None:
             ex.outcome = "fault"
@@ -505,9 +510,9 @@ class LlamaCppSim(SimServer):
         return response
 
     async def _complete(self, request: web.Request, ex: Exchange, turn: _Turn) -> web.Response:
-        await self._process_prompt(turn, None)
         if ex.fault_is("slow_first_token"):
             await pause(ex.fault.seconds)
+        await self._process_prompt(turn, None)
         stop = await self._generate(request, ex, [(1, b"")] * turn.plan.completion_tokens, None)
         if stop is not None:
             ex.outcome = "fault"

@@ -181,3 +181,65 @@ scrape_configs:
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 10)
+
+
+@pytest.fixture
+async def slow_llama(llama_binary, http):
+    """One thread and small batches: prefill at a few hundred tokens/s, progress every 256 tokens."""
+    binary, gguf, template = llama_binary
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--chat-template-file", str(template),
+                             "--host", "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "1",
+                             "-b", "256", "-ub", "256", "--alias", "local", "-t", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "llama-server exited"
+        try:
+            async with http.get(url + "/health") as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "llama-server never became healthy"
+        await asyncio.sleep(0.2)
+    yield url
+    proc.terminate()
+    await asyncio.to_thread(proc.wait, 10)
+
+
+async def test_real_llama_prefill_eta_switches_to_the_cloud_at_once(slow_llama, aiohttp_server, token_counter, http,
+                                                                     tmp_path):
+    """#14: the real server's prompt_progress gives an ETA; past first_token_timeout_s the request
+    goes to the cloud after the first batches instead of after the whole timeout, while a prompt
+    whose prefill fits is left to finish locally."""
+    cloud = CerebrasSim(Script(content=CLOUD_ANSWER), tokens_per_s=200, api_key=CLOUD_KEY)
+    await cloud.start()
+    try:
+        watch = {"first_token_timeout_s": 12.0, "stall_timeout_s": 5.0}
+        cfg = make_config(slow_llama + "/v1", cloud.url, local=watch, cloud=watch,
+                          routing={"max_local_ttft_s": 0.0},  # judge by progress alone here
+                          ledger={"path": str(tmp_path / "ledger.sqlite3")})
+        server = await aiohttp_server(create_app(cfg, token_counter=token_counter))
+        words = "the quick brown fox jumps over the lazy dog near the river bank today "
+
+        async def ask(repeat: int) -> tuple[float, dict, list]:
+            body = {"model": "glm-4.7", "stream": True, "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "Fix the typo in README.md. " + words * repeat}]}
+            started = time.monotonic()
+            async with http.post(server.make_url("/v1/chat/completions"), json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                events, _ = await read_sse(resp)
+                return time.monotonic() - started, dict(resp.headers), events
+
+        short_s, short_headers, short_events = await ask(40)   # ~600 tokens: fits the budget
+        assert short_headers["x-glm-backend"] == "local", short_headers
+        assert not any("prompt_progress" in e for e in short_events if isinstance(e, dict))
+        long_s, long_headers, long_events = await ask(400)     # ~6,000 tokens: half a minute of prefill
+        print(f"short prompt served locally in {short_s:.1f}s; long prompt switched after {long_s:.1f}s")
+        assert long_headers["x-glm-backend"] == "cloud" and long_headers["x-glm-route-reason"] == "slow_local"
+        assert long_s < 8.0  # the first-token timeout is 12 s: it did not wait it out
+        assert long_events[-1] == "[DONE]"
+    finally:
+        await cloud.stop()
