@@ -6,7 +6,7 @@
 """
 
 from backends.base import Backend, Chunk, Health, Progress, RateLimit
-from backends.cerebras import Cerebras, OpenAICompatible
+from backends.cerebras import Cerebras
 from backends.errors import (
     BackendError,
     BackendProtocolError,
@@ -15,6 +15,7 @@ from backends.errors import (
     ContextOverflow,
 )
 from backends.llamacpp import LlamaCpp
+from backends.openai_compatible import OpenAICompatible
 
 BACKEND_KINDS: dict[str, type[Backend]] = {
     cls.kind: cls for cls in (LlamaCpp, Cerebras, OpenAICompatible)

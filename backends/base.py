@@ -169,6 +169,21 @@ class Backend:
                     out[key] = cap
         return out
 
+    def continuation_request(self, body: Mapping[str, Any], partial: str, prefill: bool,
+                             prompt: str) -> dict[str, Any]:
+        """The request that makes this backend continue a partial answer another one started.
+
+        ``prefill``: the partial answer as a trailing assistant message, which a backend with
+        ``supports_prefill`` continues. Otherwise the partial answer and then ``prompt``, a user
+        message asking it to go on. No fresh reasoning mid-answer (GLM on Cerebras thinks first).
+        """
+        out = dict(body)
+        partial_message = {"role": "assistant", "content": partial}
+        tail = [partial_message] if prefill else [partial_message, {"role": "user", "content": prompt}]
+        out["messages"] = [*body["messages"], *tail]
+        out["reasoning_effort"] = "none"
+        return out
+
     def normalise_chunk(self, data: dict[str, Any]) -> bool:
         """Rename fields in place to the OpenAI/llama.cpp names; True if anything changed."""
         return False

@@ -9,7 +9,7 @@ closes the TCP connection although it advertised keep-alive.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import aiohttp
 import orjson
@@ -54,6 +54,16 @@ class LlamaCpp(Backend):
             # socket llama-server had closed, protocols.md §8; make_session now pools none):
             # nothing was generated, so one retry on a new socket is safe.
             return await super()._post(payload, timeout)
+
+    def continuation_request(self, body: Mapping[str, Any], partial: str, prefill: bool,
+                             prompt: str) -> dict[str, Any]:
+        # llama-server refuses a prefill while the template thinks ("Assistant response prefill is
+        # incompatible with enable_thinking", protocols.md §2.6), and knows no reasoning_effort.
+        out = super().continuation_request(body, partial, prefill, prompt)
+        out.pop("reasoning_effort", None)
+        if prefill:
+            out["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": False}
+        return out
 
     def _finish_stream(self, resp: aiohttp.ClientResponse, complete: bool) -> None:
         # llama-server closes the connection after every stream (protocols.md §8).

@@ -315,7 +315,7 @@ class Router:
         return open_stream(self.backends[name])
 
     def _continuation(self, splice: Splice, body: Mapping[str, Any], name: str, prefill: bool) -> dict[str, Any]:
-        return splice.continuation(body, prefill, self.backends[name].kind, self.cfg.continue_prompt)
+        return self.backends[name].continuation_request(body, splice.text, prefill, self.cfg.continue_prompt)
 
     def _usage(self, route: Route, splice: Splice, reported: Mapping[str, Any] | None,
                partial: bool = False) -> dict[str, Any]:

@@ -9,7 +9,8 @@ one can take over without the client noticing more than a pause:
   backend's, on a new paragraph: thinking cannot be continued by prefill (llama.cpp refuses
   prefill while thinking is on), and reasoning is not part of the answer, so a second line of
   thought is harmless where a restarted *answer* would be duplicated text.
-- **Content**: the fallback continues the partial answer (see :meth:`continuation`). Text it
+- **Content**: the fallback continues the partial answer (each backend builds that request:
+  :meth:`backends.base.Backend.continuation_request`). Text it
   echoes or repeats from the start is stripped, new reasoning is dropped, and only new tokens
   are relayed.
 - **Tool calls** are held back until complete (the next call starts, or any chunk without a
@@ -99,26 +100,6 @@ class Splice:
         self.echo = self.text if continuing else ""
         self.drop_reasoning = continuing
         self.reasoning_gap = bool(self.reasoning) and not continuing
-
-    def continuation(self, body: Mapping[str, Any], prefill: bool, kind: str, prompt: str) -> dict[str, Any]:
-        """The request that makes a fallback continue the partial answer.
-
-        ``prefill``: a trailing assistant message the backend continues (llama.cpp, with
-        thinking off for the request). Otherwise the partial answer as an assistant message and
-        a user message asking to go on.
-        """
-        out = dict(body)
-        partial = {"role": "assistant", "content": self.text}
-        if prefill:
-            out["messages"] = [*body["messages"], partial]
-            if kind == "llamacpp":
-                out["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": False}
-        else:
-            out["messages"] = [*body["messages"], partial, {"role": "user", "content": prompt}]
-        out["reasoning_effort"] = "none"  # GLM on Cerebras: no fresh reasoning mid-answer
-        if kind == "llamacpp":
-            out.pop("reasoning_effort")
-        return out
 
     # --- relaying -------------------------------------------------------------------------------
     def accept(self, chunk: Chunk) -> list[Chunk]:
