@@ -29,6 +29,7 @@ from config.routing import (  # noqa: F401  (re-exported: the routing section li
 
 BACKEND_KINDS = ("llamacpp", "cerebras", "openai")
 ROLES = ("local", "cloud")
+TIERS = ("local", "cloud")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -78,6 +79,8 @@ class BackendConfig:
 
     kind: str = field("openai", "Wire dialect: llamacpp, cerebras or openai (any OpenAI-compatible API).",
                       one_of(*BACKEND_KINDS))
+    tier: str = field("cloud", "local (free, on your box) or cloud (paid): what routing, hedging, budgets and "
+                      "savings treat it as.", one_of(*TIERS))
     base_url: str = field("", "Base URL including /v1.", http_url)
     model: str = field("", "Model id sent upstream (model ids are config, never code).", non_empty)
     api_key: str = field("", "Bearer key for the upstream; use ${ENV_VAR} interpolation.", secret=True)
@@ -103,6 +106,7 @@ class BackendConfig:
 
 LOCAL_DEFAULT = BackendConfig(
     kind="llamacpp",
+    tier="local",
     base_url="http://127.0.0.1:8080/v1",
     model="local",
     context_window=65536,
@@ -215,6 +219,10 @@ class GatewayConfig:
             problems.append(("listen.host", f"{self.listen.host} is reachable from other machines and no auth.keys "
                              "are set: anyone could spend your cloud budget. Set auth.keys, or set "
                              "listen.allow_open_bind: true to do this deliberately"))
+        for role in ROLES:
+            if self.backend(role).tier != role:
+                # Until backends are pools (named entries in tiers, issue #14) each role is its tier.
+                problems.append((f"backends.{role}.tier", f"must be {role!r} for the {role} backend"))
         if not (self.backends.local.enabled or self.backends.cloud.enabled):
             problems.append(("backends", "at least one backend must be enabled"))
         return problems

@@ -198,7 +198,9 @@ class Accountant:
         self._writes.add(written)
         written.add_done_callback(self._writes.discard)
         # A judge on the cloud spends cloud dollars like any request does.
-        self.budget.add(row["cloud_cost"] + (row["judge_cost"] if row["judge_backend"] == "cloud" else 0.0))
+        judge = row["judge_backend"]
+        judge_on_cloud = judge is not None and self.cfg.backend(judge).tier == "cloud"
+        self.budget.add(row["cloud_cost"] + (row["judge_cost"] if judge_on_cloud else 0.0))
         self.metrics.observe(row)
         return written
 

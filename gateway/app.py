@@ -102,7 +102,7 @@ def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession
         budget = Budget(cfg, app[WALL_CLOCK])
         app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
         # At a spend cap the cloud is unavailable to routing, like a backend that is down.
-        router.states.budget = lambda name: budget.exceeded() if name == "cloud" else None
+        router.states.budget = lambda name: budget.exceeded() if backends[name].cfg.tier == "cloud" else None
         app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
         metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS, frozenset(cfg.routing.escalation.patterns))
         app[ACCOUNTANT] = accountant = Accountant(cfg, ledger, metrics, budget)

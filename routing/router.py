@@ -300,7 +300,8 @@ class Router:
             return watched(backend, backend.stream(request), abandon)
 
         other = next((n for n in route.decision.candidates if n != name), None)
-        if first and self.cfg.hedge_after_s > 0 and name == "local" and other == "cloud" and self._usable(other):
+        tiers = (self.backends[name].cfg.tier, self.backends[other].cfg.tier) if other else None
+        if first and self.cfg.hedge_after_s > 0 and tiers == ("local", "cloud") and self._usable(other):
             winner, chunks = await race(self.backends[name], self.backends[other], open_stream,
                                         self.cfg.hedge_after_s, route.hedge,
                                         lambda n, exc: self.states.failed(n, exc, self.clock()))

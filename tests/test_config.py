@@ -397,3 +397,11 @@ def test_escalation_patterns_are_checked() -> None:
     assert "lower_snake_case" in found["routing.escalation.patterns"]
     found = problems("routing: {escalation: {patterns: {ok: '('}}}")
     assert "not a regular expression" in found["routing.escalation.patterns"]
+
+
+def test_each_backend_declares_its_tier() -> None:
+    cfg = parse("")
+    assert (cfg.backends.local.tier, cfg.backends.cloud.tier) == ("local", "cloud")
+    found = problems("backends: {cloud: {tier: local}}")
+    assert found == {"backends.cloud.tier": "must be 'cloud' for the cloud backend"}
+    assert "must be one of" in problems("backends: {local: {tier: edge}}")["backends.local.tier"]
