@@ -128,6 +128,7 @@ def _gauges(app: web.Application) -> dict[str, Any]:
                        for name, b in router.backends.items()},
         "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},
         "streams": app[LIMITS].total_streams,
+        "speeds": {name: router.states.speeds[name].report(router.states.in_flight[name]) for name in router.backends},
     }
 
 

@@ -133,3 +133,15 @@ class _Gauges(Collector):
         yield budget
         yield GaugeMetricFamily(f"{PREFIX}_streams_in_flight", "Streaming requests being relayed now.",
                                 value=now["streams"])
+        # What each backend's own timings say (llama.cpp), as moving averages; absent until measured.
+        for key, name, doc in (("prefill_tps", "prefill_tokens_per_second", "Measured prompt-processing speed."),
+                               ("decode_tps", "decode_tokens_per_second", "Measured generation speed."),
+                               ("cache_hit_ratio", "prompt_cache_hit_ratio", "Share of prompt tokens the server "
+                                "found in its cache."),
+                               ("ttft_s", "measured_ttft_seconds", "Moving average of the time to first token."),
+                               ("in_flight", "requests_in_flight", "Requests this backend is serving now.")):
+            family = GaugeMetricFamily(f"{PREFIX}_backend_{name}", doc, labels=["backend"])
+            for backend, speed in now.get("speeds", {}).items():
+                if speed.get(key) is not None:
+                    family.add_metric([backend], float(speed[key]))
+            yield family

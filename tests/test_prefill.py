@@ -181,6 +181,9 @@ async def test_a_learned_prefill_speed_sends_a_long_prompt_to_the_cloud_before_i
     async with http.get(server.make_url("/health")) as resp:
         local = (await resp.json())["backends"]["local"]
     assert local["prefill_tps"] == pytest.approx(4_000, rel=0.5) and local["predicted_ttft_s_10k_tokens"] > 1
+    async with http.get(server.make_url("/metrics")) as resp:
+        metrics = await resp.text()
+    assert f'glm_gateway_backend_prefill_tokens_per_second{{backend="local"}} {local["prefill_tps"]}' in metrics
     headers, events, _ = await post(http, server, {"model": "glm-4.7", "stream": True,
                                                    "messages": long_prompt(40_000)})  # ~10 s predicted
     assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")
