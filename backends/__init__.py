@@ -5,7 +5,7 @@
     backend = cls("local", cfg, session)   # session from cls.make_session(), owned by the app
 """
 
-from backends.base import Backend, Chunk, Health, Progress, RateLimit
+from backends.base import Backend
 from backends.cerebras import Cerebras
 from backends.errors import (
     BackendError,
@@ -14,6 +14,7 @@ from backends.errors import (
     BackendUnavailable,
     ContextOverflow,
 )
+from backends.events import Chunk, Health, Progress, RateLimit
 from backends.llamacpp import LlamaCpp
 from backends.openai_compatible import OpenAICompatible
 

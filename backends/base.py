@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from typing import Any, AsyncIterator, ClassVar, Iterator, Mapping, NamedTuple
+from typing import Any, AsyncIterator, ClassVar, Iterator, Mapping
 
 import aiohttp
-import attrs
 import orjson
 
 from backends.errors import (
@@ -35,58 +34,12 @@ from backends.errors import (
     BackendUnavailable,
     ContextOverflow,
 )
+from backends.events import Chunk, Health, RateLimit, progress_chunk
 from backends.sse import SSEDecoder
 from config.schema import BackendConfig
 
 # Error `type`/`code` values upstreams use for "prompt too long" (llama.cpp, OpenAI, Cerebras).
 CONTEXT_OVERFLOW_MARKERS = frozenset({"exceed_context_size_error", "context_length_exceeded"})
-
-
-class Progress(NamedTuple):
-    """llama-server's ``prompt_progress`` while it processes the prompt (``return_progress``):
-    ``processed`` counts the cached tokens too, so it reaches ``total`` when prefill ends."""
-
-    total: int
-    cache: int
-    processed: int
-    time_ms: float
-
-
-class Chunk(NamedTuple):
-    """One streamed ``chat.completion.chunk``.
-
-    ``raw`` holds the upstream's JSON bytes when the backend did not change the event, so the
-    relay can forward it without serialising again; ``None`` means "serialise ``data``".
-    ``progress`` is a prefill reading the chunk carried; ``silent`` marks a chunk that only
-    carried one, which the watchdog reads and the client, who did not ask for progress, never sees.
-    (A NamedTuple, not attrs: one is built per streamed token.)
-    """
-
-    data: dict[str, Any]
-    raw: bytes | None = None
-    progress: Progress | None = None
-    silent: bool = False
-
-
-@attrs.frozen
-class RateLimit:
-    """One ``x-ratelimit-*`` window as last seen (``reset_s`` counts from ``seen_at``)."""
-
-    limit: float | None
-    remaining: float | None
-    reset_s: float | None
-    seen_at: float
-
-
-@attrs.frozen
-class Health:
-    state: str  # "ok" | "loading" | "down" | "disabled"
-    detail: str = ""
-    checked_at: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "ok"
 
 
 class Backend:
@@ -321,7 +274,7 @@ class Backend:
                     error.failure = "error_event"
                     raise error
                 if "prompt_progress" in data:
-                    yield _progress_chunk(data, event.data, keep_progress)
+                    yield progress_chunk(data, event.data, keep_progress)
                     continue
                 changed = self.normalise_chunk(data)
                 choices = data.get("choices")
@@ -412,18 +365,3 @@ def translate_errors(backend: Backend) -> Iterator[None]:
     except orjson.JSONDecodeError:
         raise BackendProtocolError(name, f"{name} sent a body that is not JSON") from None
 
-
-def _progress_chunk(data: dict[str, Any], raw: bytes, keep: bool) -> Chunk:
-    """A chunk carrying ``prompt_progress``: the reading, and the chunk as the client gets it (the
-    whole event if it asked for progress; else nothing, or what is left if more than a role)."""
-    p = data["prompt_progress"] if keep else data.pop("prompt_progress")
-    try:
-        reading = Progress(int(p["total"]), int(p.get("cache") or 0), int(p["processed"]), float(p.get("time_ms") or 0))
-    except (TypeError, KeyError, ValueError):
-        reading = None  # malformed progress is no reason to fail a stream: it just isn't read
-    if keep:
-        return Chunk(data, raw, reading)
-    choices = data.get("choices") or ()
-    delta = choices[0].get("delta") if choices else None
-    bare = not delta or set(delta) <= {"role", "content"} and not delta.get("content")
-    return Chunk(data, None, reading, silent=bare and not (choices and choices[0].get("finish_reason")))

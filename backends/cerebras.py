@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
-from backends.base import RateLimit
+from backends.events import RateLimit
 from backends.openai_compatible import OpenAICompatible
 
 # Request properties Cerebras accepts (cerebras-cloud-sdk 1.67 completion_create_params).

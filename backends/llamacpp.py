@@ -14,8 +14,9 @@ from typing import Any, ClassVar, Mapping
 import aiohttp
 import orjson
 
-from backends.base import Backend, Health, translate_errors
+from backends.base import Backend, translate_errors
 from backends.errors import BackendError
+from backends.events import Health
 
 
 class LlamaCpp(Backend):

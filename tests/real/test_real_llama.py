@@ -35,13 +35,11 @@ def llama_binary() -> tuple[Path, Path, Path]:
     return (llama_server(), *model())
 
 
-@pytest.fixture
-async def llama(llama_binary, http):
-    binary, gguf, template = llama_binary
+async def start_llama(http, binary: Path, gguf: Path, template: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """llama-server on a free loopback port, once its /health answers 200."""
     port = free_port()
     proc = subprocess.Popen([str(binary), "-m", str(gguf), "--chat-template-file", str(template),
-                             "--host", "127.0.0.1", "--port", str(port), "-c", str(N_CTX), "-np", "1",
-                             "--metrics", "--alias", "local", "-t", "1"],
+                             "--host", "127.0.0.1", "--port", str(port), "--alias", "local", "-t", "1", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -50,11 +48,16 @@ async def llama(llama_binary, http):
         try:
             async with http.get(url + "/health") as resp:
                 if resp.status == 200:
-                    break
+                    return proc, url
         except OSError:
             pass
         assert time.monotonic() < deadline, "llama-server never became healthy"
         await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def llama(llama_binary, http):
+    proc, url = await start_llama(http, *llama_binary, "-c", str(N_CTX), "-np", "1", "--metrics")
     yield proc, url
     os.kill(proc.pid, signal.SIGCONT)
     proc.terminate()
@@ -186,24 +189,7 @@ scrape_configs:
 @pytest.fixture
 async def slow_llama(llama_binary, http):
     """One thread and small batches: prefill at a few hundred tokens/s, progress every 256 tokens."""
-    binary, gguf, template = llama_binary
-    port = free_port()
-    proc = subprocess.Popen([str(binary), "-m", str(gguf), "--chat-template-file", str(template),
-                             "--host", "127.0.0.1", "--port", str(port), "-c", "8192", "-np", "1",
-                             "-b", "256", "-ub", "256", "--alias", "local", "-t", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "llama-server exited"
-        try:
-            async with http.get(url + "/health") as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "llama-server never became healthy"
-        await asyncio.sleep(0.2)
+    proc, url = await start_llama(http, *llama_binary, "-c", "8192", "-np", "1", "-b", "256", "-ub", "256")
     yield url
     proc.terminate()
     await asyncio.to_thread(proc.wait, 10)
