@@ -296,8 +296,12 @@ class Router:
                 return f"its prefill needs {eta_s:.0f}s more, the other backend answers in {best:.1f}s"
             return None
 
+        def switchable() -> bool:
+            spare = (*route.decision.candidates, *route.decision.reserve)
+            return any(n != name and self._usable(n) for n in spare)
+
         def open_stream(backend: Backend) -> AsyncIterator[Chunk]:
-            return watched(backend, backend.stream(request), abandon)
+            return watched(backend, backend.stream(request), abandon, switchable)
 
         other = next((n for n in route.decision.candidates if n != name), None)
         tiers = (self.backends[name].cfg.tier, self.backends[other].cfg.tier) if other else None

@@ -24,12 +24,15 @@ from routing.splice import is_delta
 
 
 async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
-                  abandon: Callable[[float], str | None] | None = None) -> AsyncIterator[Chunk]:
+                  abandon: Callable[[float], str | None] | None = None,
+                  switchable: Callable[[], bool] = lambda: True) -> AsyncIterator[Chunk]:
     """``chunks`` under the first-token and stall watchdogs. A backend that reports prefill
     progress (llama.cpp's ``prompt_progress``) is judged by it before its first token: a prefill
     that keeps progressing is not a stall, and one whose ETA runs past ``first_token_timeout_s``
     (or that ``abandon(eta_s)`` rejects, naming why) fails at once with ``failure="slow_prefill"``
-    instead of after the whole timeout. Chunks that only carried progress are not passed on."""
+    instead of after the whole timeout, if ``switchable()`` says another backend could take the
+    request; if none could, a slow answer beats none, and a progressing prefill is waited for.
+    Chunks that only carried progress are not passed on."""
     loop = asyncio.get_running_loop()
     cfg = backend.cfg
     started = loop.time()
@@ -56,7 +59,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                 finally:
                     dog.task = None
                 if chunk.progress is not None and failure == "ttft":
-                    _judge_prefill(backend, chunk.progress, loop.time(), started, dog, abandon)
+                    _judge_prefill(backend, chunk.progress, loop.time(), started, dog, abandon, switchable)
                 if chunk.silent:
                     role = role or chunk
                     continue
@@ -72,7 +75,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
 
 
 def _judge_prefill(backend: Backend, p: Progress, now: float, started: float, dog: _Watchdog,
-                   abandon: Callable[[float], str | None] | None) -> None:
+                   abandon: Callable[[float], str | None] | None, switchable: Callable[[], bool]) -> None:
     cfg = backend.cfg
     done, left = p.processed - p.cache, p.total - p.processed
     if left <= 0:
@@ -87,10 +90,11 @@ def _judge_prefill(backend: Backend, p: Progress, now: float, started: float, do
               f"{cfg.first_token_timeout_s:g})"
     elif abandon is not None:
         why = abandon(eta)
-    if why:
+    if why and switchable():
         raise BackendUnavailable(backend.name, f"{backend.name} is processing a {p.total}-token prompt; {why}",
                                  status=504, failure="slow_prefill")
-    # Progressing, and in time: a stall only if the readings stop for longer than the rest should take.
+    # Progressing (in time, or with nowhere else to go): a stall only if the readings stop for
+    # longer than the rest should take.
     dog.move(now + eta + cfg.stall_timeout_s)
 
 

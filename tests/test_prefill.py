@@ -50,6 +50,15 @@ async def test_a_prefill_whose_eta_misses_the_budget_fails_at_once():
     assert caught.value.failure == "slow_prefill" and "100000-token prompt" in caught.value.message
 
 
+async def test_with_nowhere_else_to_go_a_slow_prefill_is_waited_for():
+    async def upstream():
+        yield role(Progress(100_000, 0, 1_000, 1_000))  # 99 s to go against a 30 s budget
+        yield content("slow, but an answer")
+
+    chunks = [c async for c in watched(Fake(), upstream(), switchable=lambda: False)]
+    assert chunks[-1].data["choices"][0]["delta"] == {"content": "slow, but an answer"}
+
+
 async def test_a_prefill_that_fits_is_relayed_and_its_progress_is_not():
     chunks = await relay(Fake(), [role(Progress(10_000, 2_000, 2_000, 30)), role(Progress(10_000, 2_000, 6_000, 2_000)),
                                   role(Progress(10_000, 2_000, 10_000, 4_000)), content("Hi"), content("!")])
@@ -188,3 +197,13 @@ async def test_a_learned_prefill_speed_sends_a_long_prompt_to_the_cloud_before_i
                                                    "messages": long_prompt(40_000)})  # ~10 s predicted
     assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")
     assert len(prefilling.requests) == 1  # never sent to local
+
+
+async def test_a_pinned_slow_prefill_is_waited_for_not_failed(gateway_factory, http, prefilling):
+    # 8,000 tokens at 10,000/s: 0.8 s, far past a 0.3 s first-token timeout, but progressing and
+    # pinned to local: nowhere else to go, so the answer is waited for instead of a 504.
+    prefilling.prefill_tokens_per_s = 10_000
+    server = await gateway_factory(local={"first_token_timeout_s": 0.3, "stall_timeout_s": 0.3})
+    headers, events, elapsed = await post(http, server, {"model": "glm-4.7-local", "stream": True,
+                                                         "messages": long_prompt(8_000)})
+    assert headers["x-glm-backend"] == "local" and events[-1] == "[DONE]" and elapsed >= 0.6
