@@ -78,7 +78,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         written = asyncio.shield(accountant.record(row))  # first: the commit overlaps the log line
         # The runaway guard's per-conversation cap needs what each of its requests cost the cloud.
-        router.conversations.spent(route.features.conversation_key, row["cloud_cost"], clock())
+        router.spent(route, row["cloud_cost"])
         dropped = _dropping(router, chat, route.served_by)
         for name in dropped:
             log.warning("request %s: the %s backend takes no %s parts; they were dropped", rid, name,

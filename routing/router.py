@@ -342,6 +342,10 @@ class Router:
         if self.cfg.sticky:
             self.states.sticky.set(route.features.conversation_key, name, now, route.features.prompt_tokens)
 
+    def spent(self, route: Route, cloud_usd: float) -> None:
+        """What a finished request cost on the cloud, for its conversation's cap (the guard)."""
+        self.conversations.spent(route.features.conversation_key, cloud_usd, self.clock())
+
     async def _soon_usable(self, names: list[str]) -> str | None:
         """The first of ``names`` that is out only for a while (a cooldown after a 429, an open
         circuit) that ends within the time budget, once that while is over; else None. A
