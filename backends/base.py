@@ -10,7 +10,7 @@ owns and closes it). Kinds override a few hooks for their wire quirks:
 
 Example::
 
-    backend = LlamaCpp("local", cfg.backends.local, session)
+    backend = LlamaCpp("local", cfg.backends["local"], session)
     async with contextlib.aclosing(backend.stream(body)) as chunks:
         async for chunk in chunks:
             ...  # chunk.data is the parsed event, chunk.raw its bytes if unchanged

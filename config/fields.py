@@ -39,8 +39,11 @@ def non_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-def field(default: Any, doc: str, check: Check | None = None, secret: bool = False) -> Any:
-    meta = {"doc": doc, "check": check, "secret": secret}
+def field(default: Any, doc: str, check: Check | None = None, secret: bool = False,
+          entries: tuple[type, Callable[[Any], Any]] | None = None) -> Any:
+    """A config field. ``entries``: the field is a mapping of names to sections of a class, as
+    ``(cls, base_of)``, where ``base_of(yaml mapping)`` is the instance an entry is merged onto."""
+    meta = {"doc": doc, "check": check, "secret": secret, "entries": entries}
     if isinstance(default, (dict, list)):
         return attrs.field(factory=lambda: type(default)(default), metadata=meta)
     return attrs.field(default=default, metadata=meta)

@@ -96,6 +96,8 @@ def redacted(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, fld.name)
         if attrs.has(type(value)):
             out[fld.name] = redacted(value)
+        elif fld.metadata.get("entries"):
+            out[fld.name] = {name: redacted(entry) for name, entry in value.items()}
         elif fld.metadata.get("secret") and isinstance(value, tuple):
             out[fld.name] = ["***" if v else "" for v in value]
         elif fld.metadata.get("secret"):
@@ -124,11 +126,14 @@ def reference_rows() -> list[tuple[str, str, str]]:
             value = getattr(defaults, fld.name)
             if attrs.has(type(value)):
                 walk(value, plain[fld.name], path)
+            elif fld.metadata.get("entries"):
+                for name, entry in value.items():
+                    walk(entry, plain[fld.name][name], _join(path, name))
             else:
                 rows.append((path, json.dumps(plain[fld.name]), fld.metadata.get("doc", "")))
 
     # Walking the default *instance* gives merged sections their real defaults
-    # (backends.cloud is Cerebras, not the bare BackendConfig defaults).
+    # (backends.cloud is the Cerebras preset, not the bare BackendConfig defaults).
     defaults = GatewayConfig()
     walk(defaults, redacted(defaults), "")
     return rows
@@ -165,6 +170,11 @@ class _Walker:
             if attrs.has(hints[name]):
                 values[name] = self.section(hints[name], data.get(name), sub, current)
                 continue
+            if fld.metadata.get("entries"):
+                given = data.get(name)
+                values[name] = dict(current) if given is None else self.entries(fld.metadata["entries"], given, sub,
+                                                                                  current)
+                continue
             value = self.leaf(hints[name], data[name], sub, fld) if name in data else None
             if value is None:
                 # Missing or invalid: keep the base value (copied: a dict default must not be
@@ -172,6 +182,21 @@ class _Walker:
                 value = dict(current) if isinstance(current, dict) else current
             values[name] = value
         return cls(**values)
+
+    def entries(self, spec: tuple[type, Any], data: Any, path: str, current: dict[str, Any]) -> dict[str, Any]:
+        """A mapping of named sections; each entry is merged onto ``base_of(entry)``. The YAML's
+        mapping replaces the default one (it lists every entry there is)."""
+        cls, base_of = spec
+        if not isinstance(data, Mapping):
+            self.problem(path, f"expected a mapping of names to sections, got {_describe(data)}")
+            return dict(current)
+        out: dict[str, Any] = {}
+        for key, entry in data.items():
+            if not isinstance(key, str):
+                self.problem(path, f"expected string names, got {_describe(key)}")
+                continue
+            out[key] = self.section(cls, entry if entry is not None else {}, _join(path, key), base_of(entry))
+        return out
 
     def leaf(self, tp: type, raw: Any, path: str, fld: attrs.Attribute) -> Any:
         if tp is dict:

@@ -6,9 +6,10 @@ Every field may carry metadata the loader understands:
 - ``secret``: the value is redacted by :func:`config.redacted`.
 - ``doc``: one line for the config reference.
 
-A nested section whose default is an instance (``backends.cloud``) is *merged*: keys the YAML
-leaves out keep that instance's values, so ``backends: {cloud: {api_key: ...}}`` is a full
-Cerebras backend.
+A nested section whose default is an instance (``routing.guard``) is *merged*: keys the YAML
+leaves out keep that instance's values. ``backends`` is a mapping of named entries, each merged
+onto its kind's preset (:mod:`config.backends`); the two-key shape of older configs is migrated
+(:mod:`config.migrate`).
 
 Nothing here reads files or the environment; see :mod:`config.loader`.
 """
@@ -17,7 +18,18 @@ from __future__ import annotations
 
 import attrs
 
-from config.fields import field, fraction, http_url, non_empty, non_negative, one_of, port, positive
+from config.backends import (  # noqa: F401  (re-exported)
+    BACKEND_KINDS,
+    CLOUD_DEFAULT,
+    DEFAULT_BACKENDS,
+    LOCAL_DEFAULT,
+    PRESETS,
+    TIERS,
+    BackendConfig,
+    backend_name,
+    preset_for,
+)
+from config.fields import field, fraction, non_empty, non_negative, one_of, port, positive
 from config.routing import (  # noqa: F401  (re-exported: the routing section lives in its own module)
     STRATEGIES,
     ClassifierConfig,
@@ -27,9 +39,6 @@ from config.routing import (  # noqa: F401  (re-exported: the routing section li
     RoutingConfig,
 )
 
-BACKEND_KINDS = ("llamacpp", "cerebras", "openai")
-ROLES = ("local", "cloud")
-TIERS = ("local", "cloud")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -74,72 +83,6 @@ class LimitsConfig:
 
 
 @attrs.frozen
-class BackendConfig:
-    """One upstream. ``kind`` picks the wire dialect; everything else is data."""
-
-    kind: str = field("openai", "Wire dialect: llamacpp, cerebras or openai (any OpenAI-compatible API).",
-                      one_of(*BACKEND_KINDS))
-    tier: str = field("cloud", "local (free, on your box) or cloud (paid): what routing, hedging, budgets and "
-                      "savings treat it as.", one_of(*TIERS))
-    base_url: str = field("", "Base URL including /v1.", http_url)
-    model: str = field("", "Model id sent upstream (model ids are config, never code).", non_empty)
-    api_key: str = field("", "Bearer key for the upstream; use ${ENV_VAR} interpolation.", secret=True)
-    enabled: bool = field(True, "Set false to take this backend out of service.")
-    connect_timeout_s: float = field(5.0, "TCP/TLS connect timeout.", positive)
-    headers_timeout_s: float = field(120.0, "Time from sending a request to the upstream's response headers.",
-                                     positive)
-    read_timeout_s: float = field(600.0, "Longest silence on the socket before the request fails.", positive)
-    first_token_timeout_s: float = field(
-        30.0, "Request sent -> first content/reasoning/tool-call delta; else fail over.", positive)
-    stall_timeout_s: float = field(10.0, "Longest gap between deltas before the stream counts as stalled.",
-                                   positive)
-    context_window: int = field(131072, "Tokens of context the upstream model holds.", positive)
-    max_output_tokens: int = field(0, "Cap on max_tokens sent upstream; 0 means no cap.", non_negative)
-    supports_prefill: bool = field(False, "Continues a trailing assistant message (true prefill).")
-    supports_images: bool = field(False, "Accepts image_url content parts.")
-    health_interval_s: float = field(5.0, "Seconds between background health probes.", positive)
-    price_input_per_mtok: float = field(0.0, "USD per 1M prompt tokens (not cached).", non_negative)
-    price_output_per_mtok: float = field(0.0, "USD per 1M completion tokens (reasoning included).", non_negative)
-    price_cached_input_per_mtok: float = field(0.0, "USD per 1M cached prompt tokens.", non_negative)
-    headers: dict = field({}, "Extra HTTP headers sent upstream (e.g. X-Cerebras-3rd-Party-Integration).")
-
-
-LOCAL_DEFAULT = BackendConfig(
-    kind="llamacpp",
-    tier="local",
-    base_url="http://127.0.0.1:8080/v1",
-    model="local",
-    context_window=65536,
-    supports_prefill=True,
-)
-
-CLOUD_DEFAULT = BackendConfig(
-    kind="cerebras",
-    base_url="https://api.cerebras.ai/v1",
-    model="zai-glm-4.7",
-    context_window=131072,
-    # Cerebras reserves rate-limit budget for prompt + max_completion_tokens up front and
-    # caps GLM 4.7 output at 40k; 16k is what Cerebras staff recommend for coding tools.
-    max_output_tokens=16000,
-    headers_timeout_s=30.0,
-    read_timeout_s=120.0,
-    stall_timeout_s=15.0,
-    # Probing lists models; every 30 s is plenty for a cloud and spares its request quota.
-    health_interval_s=30.0,
-    # zai-glm-4.7 list price; Cerebras prompt caching is enterprise-only, so cached = input.
-    price_input_per_mtok=2.25,
-    price_output_per_mtok=2.75,
-    price_cached_input_per_mtok=2.25,
-)
-
-
-@attrs.frozen
-class BackendsConfig:
-    local: BackendConfig = field(LOCAL_DEFAULT, "The local llama.cpp server.")
-    cloud: BackendConfig = field(CLOUD_DEFAULT, "The paid cloud (Cerebras by default).")
-
-
-@attrs.frozen
 class ModelsConfig:
     """The model ids clients may ask for.
 
@@ -147,9 +90,10 @@ class ModelsConfig:
     prompt, which is what GLM 4.7 on both backends expects, so every default contains it.
     """
 
-    routed: str = field("glm-4.7", "Id that lets the gateway choose the backend.", non_empty)
-    local: str = field("glm-4.7-local", "Id that pins the local backend.", non_empty)
-    cloud: str = field("glm-4.7-cloud", "Id that pins the cloud backend.", non_empty)
+    routed: str = field("glm-4.7", "Id that lets the gateway choose the backend; `<routed>@<name>` pins one "
+                        "backend by name.", non_empty)
+    local: str = field("glm-4.7-local", "Id that pins the local tier (its fastest server).", non_empty)
+    cloud: str = field("glm-4.7-cloud", "Id that pins the cloud tier (its chain).", non_empty)
 
 
 @attrs.frozen
@@ -191,7 +135,8 @@ class GatewayConfig:
     listen: ListenConfig = field(ListenConfig(), "Where the gateway listens.")
     auth: AuthConfig = field(AuthConfig(), "Who may use the gateway.")
     limits: LimitsConfig = field(LimitsConfig(), "Request and concurrency caps.")
-    backends: BackendsConfig = field(BackendsConfig(), "Upstreams by role.")
+    backends: dict = field(dict(DEFAULT_BACKENDS), "Upstreams by name, each with its tier (config.backends).",
+                           entries=(BackendConfig, preset_for))
     models: ModelsConfig = field(ModelsConfig(), "Model ids served on /v1/models.")
     routing: RoutingConfig = field(RoutingConfig(), "How requests pick a backend.")
     budget: BudgetConfig = field(BudgetConfig(), "Cloud spend caps.")
@@ -199,12 +144,26 @@ class GatewayConfig:
     server: ServerConfig = field(ServerConfig(), "HTTP server limits and timing.")
     logging: LoggingConfig = field(LoggingConfig(), "Logging.")
 
-    def backend(self, role: str) -> BackendConfig:
-        return getattr(self.backends, role)
+    def backend(self, name: str) -> BackendConfig:
+        return self.backends[name]
 
-    def model_ids(self) -> dict[str, str | None]:
-        """Model id -> pinned role, or None for the routed id."""
-        return {self.models.routed: None, self.models.local: "local", self.models.cloud: "cloud"}
+    def enabled_backends(self) -> dict[str, BackendConfig]:
+        """The backends in service, in config order."""
+        return {name: b for name, b in self.backends.items() if b.enabled}
+
+    def tier(self, tier: str) -> list[str]:
+        """The enabled backends of ``tier``, by ``order`` (config order among equals)."""
+        members = [(b.order, i, name) for i, (name, b) in enumerate(self.backends.items())
+                   if b.enabled and b.tier == tier]
+        return [name for _, _, name in sorted(members)]
+
+    def model_ids(self) -> dict[str, tuple[str, str] | None]:
+        """Model id -> what it pins, ``("tier", tier)`` or ``("backend", name)``, or None (routed)."""
+        ids: dict[str, tuple[str, str] | None] = {self.models.routed: None, self.models.local: ("tier", "local"),
+                                                  self.models.cloud: ("tier", "cloud")}
+        for name in self.backends:
+            ids.setdefault(f"{self.models.routed}@{name}", ("backend", name))
+        return ids
 
     def cross_checks(self) -> list[tuple[str, str]]:
         """Problems no single field can see, as (yaml path, message)."""
@@ -212,17 +171,23 @@ class GatewayConfig:
         ids = [self.models.routed, self.models.local, self.models.cloud]
         if len(set(ids)) != len(ids):
             problems.append(("models", f"routed, local and cloud ids must differ (got {ids})"))
+        for name, b in self.backends.items():
+            if (why := backend_name(name)) is not None:
+                problems.append((f"backends.{name}", why))
+            for key in ("base_url", "model"):
+                if not getattr(b, key):
+                    problems.append((f"backends.{name}.{key}", f"required (no default for kind {b.kind})"))
         only = {"local_only": "local", "cloud_only": "cloud"}.get(self.routing.strategy)
-        if only and not self.backend(only).enabled:
-            problems.append(("routing.strategy", f"is {self.routing.strategy}, but backend {only!r} is disabled"))
+        if only and not self.tier(only):
+            problems.append(("routing.strategy", f"is {self.routing.strategy}, but no {only} backend is enabled"))
+        judge = self.routing.judge
+        if judge.enabled and judge.backend not in TIERS and judge.backend not in self.enabled_backends():
+            problems.append(("routing.judge.backend", f"{judge.backend!r} is neither a tier (local, cloud) nor an "
+                             f"enabled backend ({', '.join(self.enabled_backends())})"))
         if not self.listen.loopback and not self.auth.active_keys and not self.listen.allow_open_bind:
             problems.append(("listen.host", f"{self.listen.host} is reachable from other machines and no auth.keys "
                              "are set: anyone could spend your cloud budget. Set auth.keys, or set "
                              "listen.allow_open_bind: true to do this deliberately"))
-        for role in ROLES:
-            if self.backend(role).tier != role:
-                # Until backends are pools (named entries in tiers, issue #14) each role is its tier.
-                problems.append((f"backends.{role}.tier", f"must be {role!r} for the {role} backend"))
-        if not (self.backends.local.enabled or self.backends.cloud.enabled):
+        if not self.enabled_backends():
             problems.append(("backends", "at least one backend must be enabled"))
         return problems

@@ -6,11 +6,12 @@ Definitions (the numbers on /stats and /metrics follow them):
   tokens); only when it reported nothing (a stream cut short, a cancelled request, a lost hedge)
   is it estimated with the token counter, and the row says so.
 - **cost** per backend = uncached prompt x input price + cached x cached price + completion x
-  output price, with that backend's prices from config.
-- **savings** of a request that local served alone (finished, or cancelled by the client) =
-  what its local tokens would have cost at the cloud's prices, minus local's own cost. A request
-  that touched the cloud (fallback, failover, a hedge either way) saves nothing: the cloud
-  tokens it burned are cost.
+  output price, with that backend's prices from config. A tier's columns in the ledger
+  (``local_*``, ``cloud_*``) sum its backends; ``usage_by_backend`` keeps each one.
+- **savings** of a request that the local tier served alone (finished, or cancelled by the
+  client) = what its local tokens would have cost at the prices of the cloud chain's first
+  backend (what would have served it), minus local's own cost. A request that touched the cloud
+  (fallback, failover, a hedge either way) saves nothing: the cloud tokens it burned are cost.
 
     accountant = Accountant(cfg, ledger, metrics, clock=time.time)
     accountant.record(route, status="ok", ...)     # budget, metrics at once; ledger off-loop
@@ -23,11 +24,12 @@ import datetime
 import logging
 from typing import Any, Callable, Mapping
 
-from config import BackendConfig, GatewayConfig
+import orjson
+
+from config import TIERS, BackendConfig, GatewayConfig
 from gateway.ledger import NAMES, Ledger
 
 log = logging.getLogger("gateway.accounting")
-ROLES = ("local", "cloud")
 
 
 def tokens(usage: Mapping[str, Any] | None) -> dict[str, int]:
@@ -124,6 +126,9 @@ class Accountant:
         self.metrics = metrics
         self.budget = budget
         self._writes: set[asyncio.Future[None]] = set()
+        # Savings are priced at what would have served the request instead: the cloud chain's first.
+        clouds = cfg.tier("cloud") or [n for n, b in cfg.backends.items() if b.tier == "cloud"]
+        self.cloud_prices: BackendConfig | None = cfg.backend(clouds[0]) if clouds else None
 
     async def load(self) -> None:
         """Budgets survive restarts: this UTC day's and month's cloud spend from the ledger."""
@@ -138,7 +143,6 @@ class Accountant:
             duration_s: float, error: str | None) -> dict[str, Any]:
         """The ledger row. ``started``/``ended`` are wall-clock (UTC periods); the duration is
         measured on the monotonic clock, so a clock step cannot distort it."""
-        backends = {"local": self.cfg.backends.local, "cloud": self.cfg.backends.cloud}
         row: dict[str, Any] = {
             "id": request_id, "ts": ended, "started": started, "status": status, "stream": int(stream),
             "strategy": route.strategy, "route_reason": route.reason, "classification": route.classification.label,
@@ -147,20 +151,35 @@ class Accountant:
             "ttft_s": route.ttft_s, "duration_s": duration_s, "error": error,
             "failover_reason": route.failovers[0].reason if route.failovers else None,
             "failover_phase": route.failovers[0].phase if route.failovers else None,
-            "hedge": f"{route.hedge.winner}_won" if route.hedge.started and route.hedge.winner else None,
+            # By tier (local_won, cloud_won): a hedge races the two tiers' first choices.
+            "hedge": f"{self.cfg.backend(route.hedge.winner).tier}_won"
+                     if route.hedge.started and route.hedge.winner else None,
         }
-        local_tokens = {"prompt": 0, "completion": 0, "cached": 0, "reasoning": 0}
-        for role in ROLES:
-            usage = route.usage.get(role)
+        totals = {tier: {"prompt": 0, "completion": 0, "cached": 0, "reasoning": 0} for tier in TIERS}
+        spent = dict.fromkeys(TIERS, 0.0)
+        estimated = dict.fromkeys(TIERS, 0)
+        by_backend: dict[str, dict[str, Any]] = {}
+        for name, usage in route.usage.items():
+            bcfg = self.cfg.backend(name)
             t = tokens(usage)
-            if role == "local":
-                local_tokens = t
+            usd = cost(t, bcfg)
             for kind, n in t.items():
-                row[f"{role}_{kind}"] = n
-            row[f"{role}_estimated"] = int(bool(usage and usage.get("estimated")))
-            row[f"{role}_cost"] = cost(t, backends[role])
-        row["local_at_cloud_price"] = cost(local_tokens, backends["cloud"])
-        local_alone = route.served_by == ["local"] and "cloud" not in route.usage
+                totals[bcfg.tier][kind] += n
+            spent[bcfg.tier] += usd
+            guessed = int(bool(usage and usage.get("estimated")))
+            estimated[bcfg.tier] |= guessed
+            by_backend[name] = {"tier": bcfg.tier, **t, "cost": usd, "estimated": guessed}
+        for tier in TIERS:
+            for kind, n in totals[tier].items():
+                row[f"{tier}_{kind}"] = n
+            row[f"{tier}_estimated"] = estimated[tier]
+            row[f"{tier}_cost"] = spent[tier]
+        row["by_backend"] = by_backend  # for the metrics; the ledger keeps it as JSON
+        row["usage_by_backend"] = orjson.dumps(by_backend).decode() if by_backend else None
+        prices = self.cloud_prices
+        row["local_at_cloud_price"] = cost(totals["local"], prices) if prices is not None else 0.0
+        local_alone = bool(route.served_by) and all(b["tier"] == "local" for b in by_backend.values()) and all(
+            self.cfg.backend(n).tier == "local" for n in route.served_by)
         row.update(self._judge(route.judge))
         # What the judge cost counts against what serving locally saved (nothing, for a local judge).
         saved = row["local_at_cloud_price"] - row["local_cost"] - row["judge_cost"]
@@ -183,12 +202,13 @@ class Accountant:
                 guard: str | None = None) -> dict[str, Any]:
         """The row of a request refused before any backend was tried: none could take it (all down,
         cooling, or over budget), or the runaway guard stopped its conversation (``guard``)."""
-        row: dict[str, Any] = {name: 0 for name in NAMES if name.startswith(ROLES)}
+        row: dict[str, Any] = {name: 0 for name in NAMES if name.startswith(TIERS)}
         row.update(id=request_id, ts=at, started=at, status="error", stream=int(stream), strategy=strategy,
                    route_reason="guard" if guard else "unavailable", classification=None, served_by=None,
                    first_backend=None, ttft_s=None, duration_s=0.0, error=error, failover_reason=None,
                    failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0, complexity=None,
-                   class_source=None, class_reasons=None, escalated_by=None, guard=guard, **self._judge(None))
+                   class_source=None, class_reasons=None, escalated_by=None, guard=guard, by_backend={},
+                   usage_by_backend=None, **self._judge(None))
         return row
 
     def record(self, row: dict[str, Any]) -> asyncio.Future[None]:

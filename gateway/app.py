@@ -51,7 +51,7 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
                clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                token_counter: TokenCounter | None = None,
                registry: CollectorRegistry | None = None) -> web.Application:
-    """Build the gateway app. ``sessions`` (role -> ClientSession) replaces the pooled sessions
+    """Build the gateway app. ``sessions`` (backend name -> ClientSession) replaces the pooled sessions
     the app would create; the caller then owns and closes them. ``token_counter`` defaults to
     tiktoken's cl100k_base loaded offline, or the calibrated estimate. ``wall_clock`` dates
     ledger rows and budget periods (UTC); ``clock`` times everything else."""
@@ -68,10 +68,11 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
     app[LIMITS] = Limits(cfg, clock)
     app[STREAMS] = ActiveStreams()
-    roles = [r for r in ("local", "cloud") if cfg.backend(r).enabled]
-    app[MODEL_IDS] = {model: role for model, role in cfg.model_ids().items() if role is None or role in roles}
+    enabled = cfg.enabled_backends()
+    app[MODEL_IDS] = {model: pin for model, pin in cfg.model_ids().items()
+                      if pin is None or (pin[1] in enabled if pin[0] == "backend" else bool(cfg.tier(pin[1])))}
     counter = token_counter or TokenCounter.default()
-    app.cleanup_ctx.append(_backends_ctx(roles, sessions, counter))
+    app.cleanup_ctx.append(_backends_ctx(list(enabled), sessions, counter))
 
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", handlers.chat_completions)
@@ -82,29 +83,30 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     return app
 
 
-def _backends_ctx(roles: list[str], sessions: Mapping[str, aiohttp.ClientSession] | None,
+def _backends_ctx(names: list[str], sessions: Mapping[str, aiohttp.ClientSession] | None,
                   counter: TokenCounter):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG]
         owned: list[aiohttp.ClientSession] = []
         backends: dict[str, Backend] = {}
-        for role in roles:
-            bcfg = cfg.backend(role)
+        for name in names:
+            bcfg = cfg.backend(name)
             cls = BACKEND_KINDS[bcfg.kind]
-            session = sessions.get(role) if sessions else None
+            session = sessions.get(name) if sessions else None
             if session is None:
                 # One pooled session per backend, so one upstream's pool limits and
                 # keep-alive rules (llama.cpp's) never affect the other.
                 session = cls.make_session()
                 owned.append(session)
-            backends[role] = cls(role, bcfg, session)
+            backends[name] = cls(name, bcfg, session)
         ledger = await Ledger.open(cfg.ledger.path)  # LedgerError: a clear start-up failure
         budget = Budget(cfg, app[WALL_CLOCK])
         app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
         # At a spend cap the cloud is unavailable to routing, like a backend that is down.
         router.states.budget = lambda name: budget.exceeded() if backends[name].cfg.tier == "cloud" else None
         app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
-        metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS, frozenset(cfg.routing.escalation.patterns))
+        metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS, frozenset(cfg.routing.escalation.patterns),
+                          {name: b.tier for name, b in cfg.enabled_backends().items()})
         app[ACCOUNTANT] = accountant = Accountant(cfg, ledger, metrics, budget)
         await accountant.load()
         await monitor.start()
@@ -124,6 +126,7 @@ def _gauges(app: web.Application) -> dict[str, Any]:
     router, monitor = app[ROUTER], app[HEALTH]
     return {
         "up": {name: health.ok for name, health in monitor.snapshot().items()},
+        "tiers": {name: b.cfg.tier for name, b in router.backends.items()},
         "ratelimits": {name: {w: rl.remaining for w, rl in b.rate_limits.items()}
                        for name, b in router.backends.items()},
         "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},

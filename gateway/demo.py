@@ -64,7 +64,7 @@ EXAMPLES: dict[str, Callable[[str], dict[str, Any]]] = {
 def demo_backends() -> tuple["LlamaCppSim", "CerebrasSim"]:
     """The demo's simulated llama-server and Cerebras (not started yet).
 
-    The local one holds as much context as ``backends.local.context_window`` (65,536 tokens by
+    The local one holds as much context as ``backends["local"].context_window`` (65,536 tokens by
     default), since the gateway learns its real window from its ``/props``: Cline's system prompt
     alone is 8k-12k tokens, so a smaller simulated window sent every Cline request to the cloud
     (``context``) and made the router look as if it never served anything locally (issue #12).
@@ -72,7 +72,7 @@ def demo_backends() -> tuple["LlamaCppSim", "CerebrasSim"]:
     from backends.sim import CerebrasSim, LlamaCppSim, Script
 
     local = LlamaCppSim(Script(content=DEMO_LOCAL), tokens_per_s=25,
-                        n_ctx=GatewayConfig().backends.local.context_window)
+                        n_ctx=GatewayConfig().backends["local"].context_window)
     cloud = CerebrasSim(Script(content=DEMO_CLOUD, reasoning="The user wants a greeting."),
                         tokens_per_s=250)
     return local, cloud
@@ -85,11 +85,10 @@ def demo_config(host: str, port: int, local_url: str, cloud_url: str, ledger_pat
         cfg,
         listen=attrs.evolve(cfg.listen, host=host, port=port),
         ledger=attrs.evolve(cfg.ledger, path=ledger_path),
-        backends=attrs.evolve(
-            cfg.backends,
-            local=attrs.evolve(cfg.backends.local, base_url=local_url, model="local-model"),
-            cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key="demo-key"),
-        ),
+        backends={
+            "local": attrs.evolve(cfg.backends["local"], base_url=local_url, model="local-model"),
+            "cloud": attrs.evolve(cfg.backends["cloud"], base_url=cloud_url, api_key="demo-key"),
+        },
     )
 
 
@@ -125,7 +124,8 @@ A conversation whose local model keeps failing moves to the cloud (x-glm-route-r
     -H 'Content-Type: application/json' -d @- | grep x-glm
 
 Or point Cline here: OpenAI Compatible provider, base URL {url}/v1, any API key, model ID
-{cfg.models.routed}. Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud}.
+{cfg.models.routed}. Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud},
+and {cfg.models.routed}@<backend> for each backend by name.
 Ctrl-C stops.
 """, flush=True)
 

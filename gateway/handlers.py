@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from backends import BackendError
+from config import TIERS
 from gateway.errors import APIError, InvalidRequest, ModelNotFound, NoBackend, json_response, retry_after_header
 from gateway.keys import (
     ACCOUNTANT,
@@ -49,10 +50,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     limits = app[LIMITS]
     limits.admit(request[CLIENT])
     chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"), cfg.limits)
-    strategy = _strategy(request, chat.model)
+    strategy, pin = _strategy(request, chat.model)
     router = app[ROUTER]
     try:
-        route = await router.admit(chat.body, strategy)
+        route = await router.admit(chat.body, strategy, pin)
     except RoutingError as exc:
         accountant = app[ACCOUNTANT]
         accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream,
@@ -173,8 +174,9 @@ async def _noting_drops(chunks: AsyncIterator[Any], router: Router, chat: ChatRe
             yield chunk
 
 
-def _strategy(request: web.Request, model: str | None) -> str:
-    """The model id, or the ``x-glm-route`` header over it, picks the routing strategy."""
+def _strategy(request: web.Request, model: str | None) -> tuple[str, str | None]:
+    """The routing strategy and the pinned backend, if any: the model id, or the ``x-glm-route``
+    header over it, picks them."""
     cfg = request.app[CONFIG]
     model_ids = request.app[MODEL_IDS]
     if not model:
@@ -183,29 +185,36 @@ def _strategy(request: web.Request, model: str | None) -> str:
         raise InvalidRequest(f"you must provide a model parameter; use one of: {', '.join(model_ids)}",
                              param="model", code="missing_required_parameter")
     if model not in model_ids:
-        raise ModelNotFound(f"model {model!r} is not served here; use one of: {', '.join(model_ids)}",
+        hint = ""
+        if model in cfg.model_ids():
+            hint = " (its backend is disabled in the config)"
+        raise ModelNotFound(f"model {model!r} is not served here{hint}; use one of: {', '.join(model_ids)}",
                             param="model", code="model_not_found")
-    role = model_ids[model]
+    pin = model_ids[model]
     header = request.headers.get("x-glm-route")
     if header is not None:
         choice = header.strip().lower()
         if choice not in ("local", "cloud", "auto"):
             raise InvalidRequest(f"x-glm-route must be local, cloud or auto (got {header!r})",
                                  param="x-glm-route", code="invalid_value")
-        role = None if choice == "auto" else choice
-    if role is None:
-        return cfg.routing.strategy
-    if role not in request.app[ROUTER].backends:
-        raise NoBackend(f"backend {role!r} is disabled in the config", code="backend_disabled")
-    return f"{role}_only"
+        pin = None if choice == "auto" else ("tier", choice)
+    if pin is None:
+        return cfg.routing.strategy, None
+    kind, which = pin
+    if kind == "backend":
+        return cfg.routing.strategy, which
+    if not cfg.tier(which):
+        raise NoBackend(f"no {which} backend is enabled in the config", code="backend_disabled")
+    return f"{which}_only", None
 
 
 async def list_models(request: web.Request) -> web.Response:
     created = int(request.app[STARTED])
     data = [
         {"id": model, "object": "model", "created": created, "owned_by": "glm-token-saver",
-         "backend": role or "auto"}
-        for model, role in request.app[MODEL_IDS].items()
+         # "backend": what the id pins (a tier, or a backend by name); "pins" says which of the two.
+         "backend": "auto" if pin is None else pin[1], "pins": None if pin is None else pin[0]}
+        for model, pin in request.app[MODEL_IDS].items()
     ]
     return json_response({"object": "list", "data": data})
 
@@ -224,8 +233,9 @@ async def health(request: web.Request) -> web.Response:
         }
     budget = app[ACCOUNTANT].budget
     over = budget.exceeded()
-    if "cloud" in backends:
-        backends["cloud"]["over_budget"] = over
+    for info in backends.values():
+        if info["tier"] == "cloud":
+            info["over_budget"] = over
     up = [name for name, info in backends.items() if info["state"] == "ok" and not info.get("over_budget")]
     ledger = app[ACCOUNTANT].ledger
     # Liveness: the gateway answers 200 while it runs; "status" says whether anything can serve.
@@ -234,6 +244,7 @@ async def health(request: web.Request) -> web.Response:
         "strategy": app[CONFIG].routing.strategy,
         "token_counter": router.counter.method,
         "backends": backends,
+        "tiers": {tier: [name for name in app[CONFIG].tier(tier) if name in backends] for tier in TIERS},
         "budget": budget.report(),
         "runtime": _runtime(app),
         "ledger": {"path": ledger.path, "write_errors": ledger.write_errors, "unwritten_rows": ledger.pending},

@@ -79,6 +79,7 @@ class HealthMonitor:
                 "state": health.state,
                 "detail": health.detail,
                 "kind": backend.kind,
+                "tier": backend.cfg.tier,
                 "model": backend.cfg.model,
                 "checked_s_ago": round(now - health.checked_at, 1) if health.checked_at else None,
             }

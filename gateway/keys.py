@@ -28,5 +28,5 @@ LIMITS = web.AppKey("limits", Limits)
 STREAMS = web.AppKey("streams", ActiveStreams)
 CLIENT = web.RequestKey("client", str)  # "key#N" or "addr:<ip>": never the key itself
 # model id -> pinned role, or None for the routed id; only ids of enabled backends.
-MODEL_IDS = web.AppKey("model_ids", dict[str, str | None])
+MODEL_IDS = web.AppKey("model_ids", dict[str, tuple[str, str] | None])  # id -> ("tier"|"backend", which)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -45,6 +45,9 @@ COLUMNS = (
     ("guard", "TEXT"),
     ("judge_backend", "TEXT"), ("judge_label", "TEXT"), ("judge_s", "REAL"), ("judge_prompt", "INTEGER"),
     ("judge_completion", "INTEGER"), ("judge_cost", "REAL"),
+    # Pools (issue #14): the tier columns above sum a tier's backends; this keeps each one, as
+    # JSON {name: {tier, prompt, completion, cached, reasoning, cost, estimated}}.
+    ("usage_by_backend", "TEXT"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 

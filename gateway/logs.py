@@ -51,8 +51,9 @@ class SecretFilter(logging.Filter):
 
 
 def secrets_of(cfg: GatewayConfig) -> list[str]:
-    values = [cfg.backends.local.api_key, cfg.backends.cloud.api_key]
-    for backend in (cfg.backends.local, cfg.backends.cloud):
+    values: list[str] = []
+    for backend in cfg.backends.values():
+        values.append(backend.api_key)
         values.extend(str(v) for v in backend.headers.values())
     return [v for v in values if v]
 

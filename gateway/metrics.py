@@ -1,8 +1,8 @@
 """Prometheus metrics, bound to an injected ``CollectorRegistry`` (no global registry).
 
-Every label value comes from a bounded set: backends and their combinations, route reasons,
-statuses, failover reasons and phases, token kinds, rate-limit windows. Nothing a client sends
-becomes a label.
+Every label value comes from a bounded set: backend names (from config only) and the pairs a
+failover makes, tiers, route reasons, statuses, failover reasons and phases, token kinds,
+rate-limit windows. Nothing a client sends becomes a label.
 
     metrics = Metrics(registry, gauges=lambda: {...})     # gauges are read at scrape time
     metrics.observe(row)                                  # one finished request (a ledger row)
@@ -18,7 +18,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "glm_gateway"
-SERVED = frozenset({"local", "cloud", "local+cloud", "cloud+local", "none"})
 STATUSES = frozenset({"ok", "error", "cancelled"})
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 WINDOW = re.compile(r"(requests|tokens)-(minute|hour|day)")
@@ -34,14 +33,20 @@ def bounded(value: Any, allowed: frozenset[str], other: str = "other") -> str:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, gauges: Callable[[], Mapping[str, Any]],
-                 route_reasons: frozenset[str], signals: frozenset[str] = frozenset()) -> None:
+                 route_reasons: frozenset[str], signals: frozenset[str] = frozenset(),
+                 tiers: Mapping[str, str] | None = None) -> None:
         self.reasons = route_reasons
         self.signals = signals  # escalation signal names: from config, so bounded
+        self.tiers = dict(tiers or {"local": "local", "cloud": "cloud"})  # backend name -> tier
+        names = set(self.tiers)
+        # What served a request: one backend, or two joined by a failover (names from config only).
+        self.served = frozenset({*names, *(f"{a}+{b}" for a in names for b in names if a != b), "none"})
         self.requests = Counter(f"{PREFIX}_requests", "Finished requests.", ["backend", "route_reason", "status"],
                                 registry=registry)
-        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens consumed, by backend and kind.", ["backend", "kind"],
+        self.tokens = Counter(f"{PREFIX}_tokens", "Tokens consumed, by backend and kind.", ["backend", "tier", "kind"],
                               registry=registry)
-        self.cost = Counter(f"{PREFIX}_cost_usd", "Spend in US dollars, by backend.", ["backend"], registry=registry)
+        self.cost = Counter(f"{PREFIX}_cost_usd", "Spend in US dollars, by backend.", ["backend", "tier"],
+                            registry=registry)
         self.savings = Counter(f"{PREFIX}_savings_usd", "Cloud cost avoided by serving locally, net of local cost.",
                                registry=registry)
         self.failovers = Counter(f"{PREFIX}_failovers", "Mid-stream switches to the other backend.",
@@ -74,22 +79,25 @@ class Metrics:
         return child
 
     def observe(self, row: Mapping[str, Any]) -> None:
-        served = bounded(row["served_by"] or "none", SERVED)
+        served = bounded(row["served_by"] or "none", self.served)
         self._child(self.requests, served, bounded(row["route_reason"], self.reasons),
                     bounded(row["status"], STATUSES)).inc()
-        for role in ("local", "cloud"):
+        for name, used in row["by_backend"].items():
+            if name not in self.tiers:
+                continue  # not a configured backend: never a label
+            tier = self.tiers[name]
             for kind in TOKEN_KINDS:
-                if row[f"{role}_{kind}"]:
-                    self._child(self.tokens, role, kind).inc(row[f"{role}_{kind}"])
-            if row[f"{role}_cost"]:
-                self._child(self.cost, role).inc(row[f"{role}_cost"])
+                if used[kind]:
+                    self._child(self.tokens, name, tier, kind).inc(used[kind])
+            if used["cost"]:
+                self._child(self.cost, name, tier).inc(used["cost"])
         if row["savings"] > 0:
             self.savings.inc(row["savings"])
         if row["failover_reason"]:
             self._child(self.failovers, row["failover_reason"], row["failover_phase"]).inc()
         if row["hedge"]:
             self._child(self.hedges, row["hedge"]).inc()
-        first = bounded(row["first_backend"] or "none", SERVED)
+        first = bounded(row["first_backend"] or "none", self.served)
         if row["ttft_s"] is not None:
             self._child(self.ttft, first).observe(row["ttft_s"])
         self._child(self.duration, first).observe(row["duration_s"])
@@ -114,9 +122,11 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self.read()
-        up = GaugeMetricFamily(f"{PREFIX}_backend_up", "1 if the backend's health probe passes.", labels=["backend"])
+        tiers = now.get("tiers", {})
+        up = GaugeMetricFamily(f"{PREFIX}_backend_up", "1 if the backend's health probe passes.",
+                               labels=["backend", "tier"])
         for name, ok in now["up"].items():
-            up.add_metric([name], 1.0 if ok else 0.0)
+            up.add_metric([name, tiers.get(name, "")], 1.0 if ok else 0.0)
         yield up
         remaining = GaugeMetricFamily(f"{PREFIX}_ratelimit_remaining", "Cloud rate-limit headroom last reported.",
                                       labels=["backend", "window"])
@@ -140,8 +150,8 @@ class _Gauges(Collector):
                                 "found in its cache."),
                                ("ttft_s", "measured_ttft_seconds", "Moving average of the time to first token."),
                                ("in_flight", "requests_in_flight", "Requests this backend is serving now.")):
-            family = GaugeMetricFamily(f"{PREFIX}_backend_{name}", doc, labels=["backend"])
+            family = GaugeMetricFamily(f"{PREFIX}_backend_{name}", doc, labels=["backend", "tier"])
             for backend, speed in now.get("speeds", {}).items():
                 if speed.get(key) is not None:
-                    family.add_metric([backend], float(speed[key]))
+                    family.add_metric([backend, tiers.get(backend, "")], float(speed[key]))
             yield family

@@ -108,8 +108,8 @@ async def serve(cfg: GatewayConfig, path: str | os.PathLike | None = None,
         loop.add_signal_handler(sig, handler)
     try:
         url = f"http://{cfg.listen.host}:{cfg.listen.port}"
-        log.info("glm-token-saver listening on %s (local=%s, cloud=%s)", url, describe(cfg, "local"),
-                 describe(cfg, "cloud"))
+        log.info("glm-token-saver listening on %s (%s)", url,
+                 "; ".join(f"{name}={describe(cfg, name)}" for name in cfg.backends))
         if ready is not None:
             await ready(url)
         while not stop.is_set():
@@ -145,6 +145,6 @@ async def _swap(current: Generation, path: str | os.PathLike | None, retiring: s
     return new
 
 
-def describe(cfg: GatewayConfig, role: str) -> str:
-    b = cfg.backend(role)
-    return f"{b.kind} {b.base_url} model {b.model}" if b.enabled else "disabled"
+def describe(cfg: GatewayConfig, name: str) -> str:
+    b = cfg.backend(name)
+    return f"{b.tier} {b.kind} {b.base_url} model {b.model}" if b.enabled else "disabled"

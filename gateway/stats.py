@@ -31,6 +31,7 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
     all_cloud = ccost + local_at_cloud  # what the same traffic would have cost on the cloud alone
     out: dict[str, Any] = {
         "requests": n,
+        # By tier (the names of the two fixed backends before pools); by_backend has each one.
         "backends": {
             "local": {"tokens": {"prompt": lp, "completion": lc, "cached": lca, "reasoning": lr},
                       "cost_usd": round(lcost, 6)},
@@ -40,6 +41,15 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
         "savings_usd": round(savings, 6),
         "savings_pct": round(100 * savings / all_cloud, 2) if all_cloud else 0.0,
         "all_cloud_cost_usd": round(all_cloud, 6),
+        "by_backend": {
+            name: {"tier": tier, "tokens": {"prompt": p, "completion": c, "cached": ca, "reasoning": r},
+                   "cost_usd": round(usd, 6), "requests": k}
+            for name, tier, p, c, ca, r, usd, k in await ledger.query(
+                "SELECT j.key, json_extract(j.value, '$.tier'), " + ", ".join(
+                    f"coalesce(sum(json_extract(j.value, '$.{f}')), 0)"
+                    for f in ("prompt", "completion", "cached", "reasoning", "cost")) +
+                ", count(*) FROM requests, json_each(requests.usage_by_backend) AS j "
+                "WHERE ts >= ? AND usage_by_backend IS NOT NULL GROUP BY j.key", (since,))},
     }
     for name, column in (("requests_by_backend", "served_by"), ("route_reasons", "route_reason"),
                          ("statuses", "status"), ("hedges", "hedge"), ("errors", "error"),
@@ -68,7 +78,8 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
         reasons.get(label, collections.Counter()).update(joined.split("; "))
     out["scorer_reasons"] = {label: dict(c.most_common(5)) for label, c in reasons.items()}
     out["ttft_s"] = {}
-    for backend in ("local", "cloud"):
+    for (backend,) in await ledger.query("SELECT DISTINCT first_backend FROM requests WHERE ts >= ? AND "
+                                         "first_backend IS NOT NULL ORDER BY 1", (since,)):
         values = [v for (v,) in await ledger.query(
             "SELECT ttft_s FROM requests WHERE ts >= ? AND first_backend = ? AND ttft_s IS NOT NULL "
             "ORDER BY ttft_s", (since, backend))]

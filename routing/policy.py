@@ -2,8 +2,10 @@
 
 Order of rules:
 
-1. The strategy proposes an order of backends (``complexity`` asks the classifier; the pinned
-   model ids and ``x-glm-route: local|cloud`` mean ``local_only`` / ``cloud_only``).
+1. The strategy proposes an order of tiers (``complexity`` asks the classifier; the pinned
+   model ids and ``x-glm-route: local|cloud`` mean ``local_only`` / ``cloud_only``; a
+   ``<routed>@<name>`` id pins one backend). Each tier lists its members best first
+   (:func:`members`): local servers by predicted time to first token, the cloud chain in order.
 2. Escalated: a conversation whose recent turns showed local failing goes to the cloud first
    (never a pinned one). Otherwise sticky: a conversation stays on the backend that served its
    last turn, unless a rule below moves it (llama.cpp keeps that conversation's KV cache warm).
@@ -13,7 +15,7 @@ Order of rules:
    open-circuit, cooling down, near its rate limit or over budget.
 
     decision = decide(features, classification, views, cfg, strategy="complexity", sticky=None, now=t)
-    decision.primary, decision.fallback, decision.reason
+    decision.candidates, decision.primary, decision.reason
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ ONLY = {"local_only": "local", "cloud_only": "cloud"}
 
 @attrs.frozen
 class RouteDecision:
-    primary: str
-    fallback: str | None
+    """Who serves, in order: ``candidates[0]`` first, then each of the rest if the ones before
+    fail before the first byte (the rest of its tier first, then the other tier)."""
+
+    candidates: tuple[str, ...]
     reason: str
     skipped: tuple[tuple[str, str], ...] = ()  # (backend, why) for each backend ruled out
     # Ruled out only by their state now (down, cooling, open circuit, rate limit, budget), in
@@ -59,10 +63,16 @@ class RouteDecision:
     def __attrs_post_init__(self) -> None:
         if self.reason not in REASONS:
             raise ValueError(f"unknown route reason {self.reason!r}")
+        if not self.candidates:
+            raise ValueError("a decision needs a candidate")
 
     @property
-    def candidates(self) -> tuple[str, ...]:
-        return (self.primary,) if self.fallback is None else (self.primary, self.fallback)
+    def primary(self) -> str:
+        return self.candidates[0]
+
+    @property
+    def fallback(self) -> str | None:
+        return self.candidates[1] if len(self.candidates) > 1 else None
 
 
 @attrs.frozen
@@ -77,7 +87,7 @@ class NoRoute:
 
 
 def proposal(strategy: str, classification: Classification) -> list[tuple[str, str]]:
-    """The strategy's order of (backend, reason) before any rule applies."""
+    """The strategy's order of (tier, reason) before any rule applies."""
     if strategy in ONLY:
         return [(ONLY[strategy], "pinned")]
     if strategy == "cloud_first":
@@ -89,16 +99,35 @@ def proposal(strategy: str, classification: Classification) -> list[tuple[str, s
     return [("local", "simple"), ("cloud", "simple")]
 
 
+def members(tier: str, views: Mapping[str, BackendView]) -> list[str]:
+    """A tier's backends, best first. The cloud tier is a chain: its configured order. Local
+    servers go by predicted time to first token (queue wait + uncached prompt / prefill speed),
+    then by requests in flight (what spreads load before any speed is measured), then by order.
+    A server nothing was measured on yet counts as instant, so it gets measured."""
+    tier_views = [v for v in views.values() if v.tier == tier]
+    if tier == "cloud":
+        return [v.name for v in sorted(tier_views, key=lambda v: v.rank)]
+    return [v.name for v in sorted(tier_views, key=lambda v: (v.predicted_ttft_s or 0.0, v.in_flight, v.rank))]
+
+
 def decide(features: Features, classification: Classification, views: Mapping[str, BackendView],
            cfg: RoutingConfig, *, strategy: str, sticky: str | None, now: float,
-           escalated: bool = False) -> RouteDecision | NoRoute:
-    order = [(name, reason) for name, reason in proposal(strategy, classification) if name in views]
-    if escalated and strategy not in ONLY:
-        # Evidence beats the guess: the cloud first, whatever the classifier or stickiness said.
-        order = [(name, "escalated") for name in ("cloud", "local") if name in views]
-    elif sticky and strategy not in ONLY and any(name == sticky for name, _ in order):
-        order.sort(key=lambda item: item[0] != sticky)
-        order[0] = (sticky, "sticky")
+           escalated: bool = False, pin: str | None = None) -> RouteDecision | NoRoute:
+    """``pin``: one backend by name (its model id), whatever the strategy says."""
+    if pin is not None:
+        order = [(pin, "pinned")] if pin in views else []
+    else:
+        tiers = proposal(strategy, classification)
+        if escalated and strategy not in ONLY:
+            # Evidence beats the guess: the cloud first, whatever the classifier or stickiness said.
+            tiers = [("cloud", "escalated"), ("local", "escalated")]
+        order = [(name, reason) for tier, reason in tiers for name in members(tier, views)]
+        if sticky and not escalated and strategy not in ONLY and any(name == sticky for name, _ in order):
+            # The server that served the last turn first (it holds the prefix), then the rest
+            # of its tier, then the other tier.
+            tier = views[sticky].tier
+            order.sort(key=lambda item: (views[item[0]].tier != tier, item[0] != sticky))
+            order[0] = (sticky, "sticky")
 
     needed = features.needed_tokens(cfg.output_reserve_tokens)
     someone_takes_images = features.has_images and any(views[n].supports_images for n, _ in order)
@@ -132,15 +161,16 @@ def decide(features: Features, classification: Classification, views: Mapping[st
             # Fits nowhere: send it to the biggest window and let that upstream refuse it; its
             # context-length error is what makes Cline truncate the conversation.
             biggest = max(too_small, key=lambda n: views[n].context_window)
-            return RouteDecision(biggest, None, "context", tuple(skipped))
+            return RouteDecision((biggest,), "context", tuple(skipped))
         # If any backend is only waiting (cooldown, rate limit, open circuit), say when: Cline
         # retries a 429 with retry-after by itself.
         waits = [w for w in (views[n].retry_at for n, _ in order) if w is not None]
         return NoRoute(tuple(skipped), min(waits) if waits else None)
 
     primary, reason = candidates[0]
-    if primary != order[0][0]:
-        reason = rule_of[order[0][0]]  # why the preferred backend was passed over
-    fallback = candidates[1][0] if len(candidates) > 1 else None
+    first_tier = views[order[0][0]].tier
+    if views[primary].tier != first_tier:
+        # The preferred tier was passed over: say why (by its first member's rule).
+        reason = rule_of[order[0][0]]
     reserve = tuple(name for name, _ in order if rule_of.get(name) in ("unavailable", "slow_local"))
-    return RouteDecision(primary, fallback, reason, tuple(skipped), reserve)
+    return RouteDecision(tuple(name for name, _ in candidates), reason, tuple(skipped), reserve)

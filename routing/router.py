@@ -96,21 +96,30 @@ class Router:
         self.detector = Detector(cfg.escalation)
         self.known_tasks = KnownTasks()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
-        judge_backend = backends.get(cfg.judge.backend) if cfg.judge.enabled else None
+        judge_backend = self._judge_backend(cfg.judge.backend) if cfg.judge.enabled else None
         self.judge = Judge(judge_backend, cfg.judge, clock) if judge_backend is not None else None
 
+    def _judge_backend(self, name: str) -> Backend | None:
+        """A backend by name, or a tier's first (by order): ``judge.backend: local`` means the
+        local tier, whatever its servers are called."""
+        if name in self.backends:
+            return self.backends[name]
+        tier = sorted((self.states.ranks[n], n) for n, b in self.backends.items() if b.cfg.tier == name)
+        return self.backends[tier[0][1]] if tier else None
+
     # --- deciding ------------------------------------------------------------------------------
-    def route(self, body: Mapping[str, Any], strategy: str, classification: Classification | None = None) -> Route:
+    def route(self, body: Mapping[str, Any], strategy: str, classification: Classification | None = None,
+              pin: str | None = None) -> Route:
         now = self.clock()
         features = extract_features(body, self.counter, self.known_tasks)
-        escalated, escalated_by = self._observe(body, features, strategy, now)
+        escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
         views = self.states.views({n: b.rate_limits for n, b in self.backends.items()}, needed, now,
                                   features.prompt_tokens, features.conversation_key)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
         decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
-                          escalated=escalated)
+                          escalated=escalated, pin=pin)
         log.debug("route %s strategy=%s class=%s score=%.3f reasons=%s tokens=%d key=%s escalated=%s -> %s",
                   "none" if isinstance(decision, NoRoute) else decision.primary, strategy,
                   classification.label, classification.score, list(classification.reasons),
@@ -144,7 +153,7 @@ class Router:
             log.info("conversation %s escalated to the cloud (%s)", features.conversation_key[:8], by)
         return verdict.escalated and strategy not in ONLY, by
 
-    async def admit(self, body: Mapping[str, Any], strategy: str) -> Route:
+    async def admit(self, body: Mapping[str, Any], strategy: str, pin: str | None = None) -> Route:
         """:meth:`route`, but when nothing can serve only for a while (a cooldown after a 429, an
         open circuit) and that while fits the time budget, wait it out and decide again: the
         same rule the attempts follow for ``Retry-After``. A 429 bounced to the client would
@@ -152,19 +161,20 @@ class Router:
         started = self.clock()
         for _ in range(self.cfg.max_attempts):
             try:
-                return await self._judged(body, strategy, self.route(body, strategy))
+                return await self._judged(body, strategy, self.route(body, strategy, pin=pin))
             except NoBackendAvailable as exc:
                 wait = exc.retry_after
                 if wait is None or self.clock() - started + wait > self.cfg.max_total_s:
                     raise
                 log.info("no backend available for %.2fs (%s); waiting", wait, exc)
                 await self.sleep(wait + 0.01)  # just past the end of the cooldown
-        return self.route(body, strategy)
+        return self.route(body, strategy, pin=pin)
 
     async def _judged(self, body: Mapping[str, Any], strategy: str, route: Route) -> Route:
         """The route, decided again if the judge overrules a doubtful first-turn verdict."""
         c, features = route.classification, route.features
-        if (self.judge is None or strategy != "complexity" or c.source != "model" or features.depth
+        if (self.judge is None or strategy != "complexity" or route.reason == "pinned" or c.source != "model"
+                or features.depth
                 or route.reason not in ("simple", "complex")
                 or not self.judge.doubtful(c.score, self.classifier.threshold)):
             return route
@@ -245,6 +255,9 @@ class Router:
                                              failure=original.failure) from None
                 original = error
                 given_up.add(name)
+                # Another tier first: the failing one's other members likely run the same model
+                # on the same kind of box, and would re-prefill the whole prompt cold.
+                spare.sort(key=lambda n: self.backends[n].cfg.tier == self.backends[name].cfg.tier)
                 target = next((n for n in spare if n not in given_up and self._usable(n)), None)
                 if target is None:
                     target = await self._soon_usable([n for n in spare if n not in given_up])
@@ -303,9 +316,11 @@ class Router:
         def open_stream(backend: Backend) -> AsyncIterator[Chunk]:
             return watched(backend, backend.stream(request), abandon, switchable)
 
-        other = next((n for n in route.decision.candidates if n != name), None)
-        tiers = (self.backends[name].cfg.tier, self.backends[other].cfg.tier) if other else None
-        if first and self.cfg.hedge_after_s > 0 and tiers == ("local", "cloud") and self._usable(other):
+        # A hedge races the first choice of the local tier with the first of the cloud's.
+        tier = self.backends[name].cfg.tier
+        other = next((n for n in route.decision.candidates if self.backends[n].cfg.tier != tier), None)
+        if (first and self.cfg.hedge_after_s > 0 and other is not None and tier == "local"
+                and self._usable(other)):
             winner, chunks = await race(self.backends[name], self.backends[other], open_stream,
                                         self.cfg.hedge_after_s, route.hedge,
                                         lambda n, exc: self.states.failed(n, exc, self.clock()))

@@ -127,12 +127,15 @@ class BackendView:
     context_window: int
     supports_images: bool
     health: str = "unknown"
+    tier: str = attrs.field(kw_only=True)  # local | cloud
+    rank: int = 0  # place in its tier's configured order
     breaker: str = CLOSED
     blocked_until: float | None = None  # cooldown or rate limit
     blocked_why: str | None = None
     over_budget: str | None = None  # why, e.g. "daily cloud budget of $5.00 spent"
     retry_at: float | None = None  # when a temporary block (cooldown, limit, open circuit) ends
     predicted_ttft_s: float | None = None  # for this request, from measured speeds; None: nothing measured
+    in_flight: int = 0
 
     @property
     def recovers_at(self) -> float | None:
@@ -196,6 +199,9 @@ class BackendStates:
         self.sticky = StickyMap(cfg.sticky_ttl_s)
         self.speeds = {n: Speed() for n in backends}
         self.in_flight = {n: 0 for n in backends}
+        # Each backend's place in its tier (config order breaks ties of `order`).
+        self.ranks = {n: rank for rank, (_, _, n) in enumerate(sorted(
+            (c.order, i, n) for i, (n, c) in enumerate(self.configs.items())))}
 
     def context_window(self, name: str) -> int:
         configured = self.configs[name].context_window
@@ -219,7 +225,8 @@ class BackendStates:
         ends = [t for t in (until, breaker.reopens_at(now)) if t is not None]
         return BackendView(
             name=name, context_window=self.context_window(name), supports_images=self.configs[name].supports_images,
-            health=self.health[name],
+            health=self.health[name], tier=self.configs[name].tier, rank=self.ranks[name],
+            in_flight=self.in_flight[name],
             breaker=OPEN if not breaker.allows(now) else breaker.state(now),
             blocked_until=until, blocked_why=why if until is not None else None,
             over_budget=self.budget(name),

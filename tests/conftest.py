@@ -25,13 +25,12 @@ CLOUD_SCRIPT = Script(content="The cloud model answers quickly and precisely.",
 def make_config(local_url: str, cloud_url: str, **sections: dict[str, Any]) -> GatewayConfig:
     """A config pointing at the simulators; ``sections`` evolve top-level sections."""
     cfg = GatewayConfig()
-    backends = attrs.evolve(
-        cfg.backends,
-        local=attrs.evolve(cfg.backends.local, **{"base_url": local_url, "health_interval_s": 0.2,
-                                                  **sections.pop("local", {})}),
-        cloud=attrs.evolve(cfg.backends.cloud, **{"base_url": cloud_url, "api_key": CLOUD_KEY,
-                                                  "health_interval_s": 0.2, **sections.pop("cloud", {})}),
-    )
+    backends = {
+        "local": attrs.evolve(cfg.backends["local"], **{"base_url": local_url, "health_interval_s": 0.2,
+                                                        **sections.pop("local", {})}),
+        "cloud": attrs.evolve(cfg.backends["cloud"], **{"base_url": cloud_url, "api_key": CLOUD_KEY,
+                                                        "health_interval_s": 0.2, **sections.pop("cloud", {})}),
+    }
     # In-memory ledger unless a test asks for a file (persistence tests do). Tests of routing
     # mechanics (fallback, failover, accounting) use the keyword classifier, so retraining the
     # learned scorer can never change what they test; tests/test_scorer.py and

@@ -16,8 +16,9 @@ async def test_models_lists_routed_and_pinned_ids(http, gateway, path):
         assert resp.status == 200
         data = await resp.json()
     assert data["object"] == "list"
-    assert {m["id"]: m["backend"] for m in data["data"]} == {
-        "glm-4.7": "auto", "glm-4.7-local": "local", "glm-4.7-cloud": "cloud"}
+    assert {m["id"]: (m["backend"], m["pins"]) for m in data["data"]} == {
+        "glm-4.7": ("auto", None), "glm-4.7-local": ("local", "tier"), "glm-4.7-cloud": ("cloud", "tier"),
+        "glm-4.7@local": ("local", "backend"), "glm-4.7@cloud": ("cloud", "backend")}
 
 
 async def test_openai_client_lists_models(client):
@@ -29,7 +30,7 @@ async def test_disabled_backend_is_not_offered(http, gateway_factory):
     server = await gateway_factory(cloud={"enabled": False})
     async with http.get(server.make_url("/v1/models")) as resp:
         ids = [m["id"] for m in (await resp.json())["data"]]
-    assert ids == ["glm-4.7", "glm-4.7-local"]
+    assert ids == ["glm-4.7", "glm-4.7-local", "glm-4.7@local"]
     async with http.post(server.make_url("/v1/chat/completions"),
                          json={"model": "glm-4.7-cloud", "messages": user()}) as resp:
         assert resp.status == 404

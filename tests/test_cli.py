@@ -362,14 +362,14 @@ ledger: {{path: "{tmp_path / 'ledger.sqlite3'}"}}
             if "glm-4.7-next" in await model_ids():
                 break
             await asyncio.sleep(0.1)
-        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local"]
+        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local", "glm-4.7-next@local"]
         events = await in_flight
         assert events[-1] == "[DONE]"  # the old generation let it finish
 
         write("glm-4.7-broken", extra="routing: {strategy: fastest}\n")  # not a strategy: invalid
         proc.send_signal(signal.SIGHUP)
         await asyncio.sleep(1.0)
-        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local"]  # the running config stays
+        assert await model_ids() == ["glm-4.7-next", "glm-4.7-local", "glm-4.7-next@local"]  # the running config stays
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
     finally:

@@ -62,7 +62,7 @@ def problems(text: str, env: dict[str, str] | None = None) -> dict[str, str]:
 def test_defaults(path: str, expected: object) -> None:
     value: object = load_config(None, env={})
     for part in path.split("."):
-        value = getattr(value, part)
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
     assert value == expected
     assert type(value) is type(expected)
 
@@ -80,8 +80,8 @@ def test_example_yaml_is_exactly_the_defaults() -> None:
 
 def test_example_yaml_takes_keys_from_environment() -> None:
     cfg = load_config(EXAMPLE, env={"CEREBRAS_API_KEY": "csk-example", "LLAMA_API_KEY": "llama-key"})
-    assert cfg.backends.cloud.api_key == "csk-example"
-    assert cfg.backends.local.api_key == "llama-key"
+    assert cfg.backends["cloud"].api_key == "csk-example"
+    assert cfg.backends["local"].api_key == "llama-key"
 
 
 def test_example_yaml_mentions_every_key() -> None:
@@ -110,15 +110,15 @@ def test_interpolation_set_default_and_escape() -> None:
         """,
         env={"KEY": "csk-123", "MODEL": ""},
     )
-    assert cfg.backends.cloud.api_key == "csk-123"
-    assert cfg.backends.cloud.base_url == "https://api.example.com/v1"
-    assert cfg.backends.cloud.model == "glm-4.7"  # `:-` also applies when the variable is empty
-    assert cfg.backends.local.model == "cost$5 x ${NOT_EXPANDED}"
+    assert cfg.backends["cloud"].api_key == "csk-123"
+    assert cfg.backends["cloud"].base_url == "https://api.example.com/v1"
+    assert cfg.backends["cloud"].model == "glm-4.7"  # `:-` also applies when the variable is empty
+    assert cfg.backends["local"].model == "cost$5 x ${NOT_EXPANDED}"
 
 
 def test_interpolation_in_headers() -> None:
     cfg = parse("backends: {cloud: {headers: {X-Team: '${TEAM}'}}}", env={"TEAM": "core"})
-    assert cfg.backends.cloud.headers == {"X-Team": "core"}
+    assert cfg.backends["cloud"].headers == {"X-Team": "core"}
 
 
 def test_missing_variable_is_reported_by_path() -> None:
@@ -139,7 +139,7 @@ def test_load_config_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("GTS_TEST_KEY", "from-os-environ")
     cfg = load_config(path)
     monkeypatch.setenv("GTS_TEST_KEY", "changed-later")
-    assert cfg.backends.cloud.api_key == "from-os-environ"
+    assert cfg.backends["cloud"].api_key == "from-os-environ"
 
 
 def test_interpolated_scalars_are_coerced_to_field_type() -> None:
@@ -151,8 +151,8 @@ def test_interpolated_scalars_are_coerced_to_field_type() -> None:
         env={"CLOUD_ON": "False", "RT": "30"},
     )
     assert cfg.listen.port == 8123 and type(cfg.listen.port) is int
-    assert cfg.backends.cloud.enabled is False
-    assert cfg.backends.cloud.read_timeout_s == 30.0 and type(cfg.backends.cloud.read_timeout_s) is float
+    assert cfg.backends["cloud"].enabled is False
+    assert cfg.backends["cloud"].read_timeout_s == 30.0 and type(cfg.backends["cloud"].read_timeout_s) is float
 
 
 def test_interpolated_value_still_checked() -> None:
@@ -176,8 +176,8 @@ def test_literal_string_is_not_coerced() -> None:
 def test_partial_cloud_section_merges_with_cerebras_defaults() -> None:
     cfg = parse("backends: {cloud: {api_key: csk-1, read_timeout_s: 90}}")
     expected = attrs.evolve(config.CLOUD_DEFAULT, api_key="csk-1", read_timeout_s=90.0)
-    assert cfg.backends.cloud == expected
-    assert cfg.backends.local == config.LOCAL_DEFAULT
+    assert cfg.backends["cloud"] == expected
+    assert cfg.backends["local"] == config.LOCAL_DEFAULT
     assert cfg.listen == GatewayConfig().listen
 
 
@@ -187,8 +187,8 @@ def test_null_section_means_defaults() -> None:
 
 def test_switch_cloud_model_id() -> None:
     cfg = parse("backends: {cloud: {model: gpt-oss-120b}}")
-    assert cfg.backends.cloud.model == "gpt-oss-120b"
-    assert cfg.backends.cloud.kind == "cerebras"
+    assert cfg.backends["cloud"].model == "gpt-oss-120b"
+    assert cfg.backends["cloud"].kind == "cerebras"
 
 
 def test_swap_cloud_for_other_openai_compatible_api() -> None:
@@ -203,7 +203,7 @@ def test_swap_cloud_for_other_openai_compatible_api() -> None:
         """,
         env={"ZAI_API_KEY": "zai-secret"},
     )
-    cloud = cfg.backends.cloud
+    cloud = cfg.backends["cloud"]
     assert isinstance(cloud, BackendConfig)
     assert (cloud.kind, cloud.base_url, cloud.model, cloud.api_key) == (
         "openai", "https://api.z.ai/api/paas/v4", "glm-4.7", "zai-secret")
@@ -292,9 +292,9 @@ def test_cross_checks_duplicate_model_ids() -> None:
 
 def test_cross_checks_only_strategy_needs_its_backend() -> None:
     found = problems("backends: {local: {enabled: false}}\nrouting: {strategy: local_only}")
-    assert found == {"routing.strategy": "is local_only, but backend 'local' is disabled"}
+    assert found == {"routing.strategy": "is local_only, but no local backend is enabled"}
     cfg = parse("backends: {local: {enabled: false}}\nrouting: {strategy: cloud_only}")
-    assert cfg.backends.local.enabled is False
+    assert cfg.backends["local"].enabled is False
 
 
 def test_keyword_lists_load_and_reject_non_strings() -> None:
@@ -329,7 +329,7 @@ def test_redaction_never_shows_secrets() -> None:
         """,
         env={"KEY": secret},
     )
-    assert cfg.backends.cloud.api_key == secret
+    assert cfg.backends["cloud"].api_key == secret
     text = dump_yaml(cfg)
     assert "TOPSECRET" not in text
     plain = yaml.safe_load(text)
@@ -399,9 +399,47 @@ def test_escalation_patterns_are_checked() -> None:
     assert "not a regular expression" in found["routing.escalation.patterns"]
 
 
-def test_each_backend_declares_its_tier() -> None:
-    cfg = parse("")
-    assert (cfg.backends.local.tier, cfg.backends.cloud.tier) == ("local", "cloud")
-    found = problems("backends: {cloud: {tier: local}}")
-    assert found == {"backends.cloud.tier": "must be 'cloud' for the cloud backend"}
-    assert "must be one of" in problems("backends: {local: {tier: edge}}")["backends.local.tier"]
+def test_the_two_key_backends_of_older_configs_migrate_to_named_entries_in_tiers() -> None:
+    # The shape every config had before pools: a role left out is there with its defaults, and
+    # an entry merges onto its role's default, not onto its kind's preset.
+    cfg = parse("backends:\n  cloud: {api_key: csk-1}\n  local: {kind: openai, base_url: 'http://gpu:8000/v1'}")
+    assert list(cfg.backends) == ["local", "cloud"]
+    local, cloud = cfg.backends["local"], cfg.backends["cloud"]
+    assert (local.tier, local.kind, local.context_window, local.supports_prefill, local.model) == (
+        "local", "openai", 65536, True, "local")
+    assert cloud == attrs.evolve(config.CLOUD_DEFAULT, api_key="csk-1")
+    assert parse("backends: {}") == parse("")
+    # check-config prints the new form: every entry with its tier and order.
+    dumped = yaml.safe_load(config.dump_yaml(cfg))["backends"]
+    assert (dumped["local"]["tier"], dumped["cloud"]["tier"], dumped["cloud"]["order"]) == ("local", "cloud", 0)
+    assert parse(config.dump_yaml(cfg).replace("api_key: '***'", "api_key: csk-1")) == cfg
+
+
+def test_pools_are_named_entries_merged_onto_their_kinds_preset() -> None:
+    cfg = parse("""
+backends:
+  spark-1: {kind: llamacpp, base_url: "http://10.0.0.11:8080/v1"}
+  spark-2: {kind: llamacpp, base_url: "http://10.0.0.12:8080/v1", order: 1}
+  zai: {kind: openai, base_url: "https://api.z.ai/api/paas/v4", model: glm-4.7, order: 1}
+  cerebras: {kind: cerebras, api_key: csk-2}
+  old-box: {kind: llamacpp, base_url: "http://10.0.0.13:8080/v1", enabled: false}
+""")
+    assert list(cfg.backends) == ["spark-1", "spark-2", "zai", "cerebras", "old-box"]
+    assert cfg.tier("local") == ["spark-1", "spark-2"] and cfg.tier("cloud") == ["cerebras", "zai"]
+    assert cfg.backends["spark-2"] == attrs.evolve(config.LOCAL_DEFAULT, base_url="http://10.0.0.12:8080/v1", order=1)
+    assert cfg.backends["cerebras"] == attrs.evolve(config.CLOUD_DEFAULT, api_key="csk-2")
+    assert (cfg.backends["zai"].tier, cfg.backends["zai"].price_input_per_mtok) == ("cloud", 0.0)
+    ids = cfg.model_ids()
+    assert ids["glm-4.7@spark-2"] == ("backend", "spark-2") and ids["glm-4.7-cloud"] == ("tier", "cloud")
+
+
+def test_pool_entries_are_checked_by_path() -> None:
+    assert "must be one of" in problems("backends: {c: {kind: cerebras, tier: edge}}")["backends.c.tier"]
+    found = problems("backends:\n  Spark One: {kind: llamacpp}\n  zai: {kind: openai}")
+    assert "becomes a metric label" in found["backends.Spark One"]
+    assert found["backends.zai.base_url"] == "required (no default for kind openai)"
+    assert found["backends.zai.model"] == "required (no default for kind openai)"
+    assert problems("backends: []") == {"backends": "expected a mapping of names to sections, got list"}
+    assert problems("backends: {a: {kind: llamacpp, enabled: false}}") == {
+        "backends": "at least one backend must be enabled"}
+    assert "neither a tier" in problems("routing: {judge: {enabled: true, backend: gpu}}")["routing.judge.backend"]

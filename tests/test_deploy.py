@@ -164,7 +164,7 @@ def test_llama_command_carries_api_key_when_set_and_the_gateway_sends_the_same(t
     got = json.loads(run_entrypoint(llama, {"/app/llama-server": stub(tmp_path)}).stdout)
     assert got["argv"] == llama["command"] + ["--api-key", key]
     assert "LLAMA_API_KEY" not in got["env"]
-    assert gateway_config(project).backends.local.api_key == key
+    assert gateway_config(project).backends["local"].api_key == key
 
 
 @needs_compose
@@ -177,7 +177,7 @@ def test_llama_without_a_key_gets_no_api_key_flag_at_all(tmp_path):
     got = json.loads(run.stdout)
     # Not `--api-key ""`, and no empty LLAMA_API_KEY for llama-server to read from its environment.
     assert got["argv"] == llama["command"] and "LLAMA_API_KEY" not in got["env"], got
-    assert gateway_config(project).backends.local.api_key == ""
+    assert gateway_config(project).backends["local"].api_key == ""
 
 
 @needs_compose
@@ -277,7 +277,7 @@ def test_prometheus_config_passes_promtool(tmp_path):
 def test_compose_gateway_config_loads_with_the_example_env():
     cfg = load_config(DEPLOY / "gateway.yaml", env={**env_example(), "CEREBRAS_API_KEY": "csk-x"})
     assert (cfg.listen.host, cfg.listen.port) == ("0.0.0.0", 8000)
-    assert cfg.backends.local.base_url == "http://llama:8080/v1" and cfg.backends.local.context_window == 65536
+    assert cfg.backends["local"].base_url == "http://llama:8080/v1" and cfg.backends["local"].context_window == 65536
     assert cfg.ledger.path == "/data/ledger.sqlite3" and cfg.logging.file == "/data/logs/gateway.log"
 
 

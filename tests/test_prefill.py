@@ -107,8 +107,10 @@ FEATURES = Features(task_text="t", task_tokens=1, prompt_tokens=50_000, code_blo
 
 
 def views(local_ttft: float | None) -> dict[str, BackendView]:
-    return {"local": BackendView("local", LOCAL_DEFAULT.context_window, False, "ok", predicted_ttft_s=local_ttft),
-            "cloud": BackendView("cloud", CLOUD_DEFAULT.context_window, False, "ok", predicted_ttft_s=0.5)}
+    return {"local": BackendView("local", LOCAL_DEFAULT.context_window, False, "ok", tier="local",
+                                 predicted_ttft_s=local_ttft),
+            "cloud": BackendView("cloud", CLOUD_DEFAULT.context_window, False, "ok", tier="cloud",
+                                 predicted_ttft_s=0.5)}
 
 
 def test_a_prompt_predicted_too_slow_for_local_goes_to_the_cloud_before_it_is_sent():
@@ -192,7 +194,8 @@ async def test_a_learned_prefill_speed_sends_a_long_prompt_to_the_cloud_before_i
     assert local["prefill_tps"] == pytest.approx(4_000, rel=0.5) and local["predicted_ttft_s_10k_tokens"] > 1
     async with http.get(server.make_url("/metrics")) as resp:
         metrics = await resp.text()
-    assert f'glm_gateway_backend_prefill_tokens_per_second{{backend="local"}} {local["prefill_tps"]}' in metrics
+    assert f'glm_gateway_backend_prefill_tokens_per_second{{backend="local",tier="local"}} {local["prefill_tps"]}' \
+        in metrics
     headers, events, _ = await post(http, server, {"model": "glm-4.7", "stream": True,
                                                    "messages": long_prompt(40_000)})  # ~10 s predicted
     assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")

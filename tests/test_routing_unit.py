@@ -269,7 +269,8 @@ def test_sticky_map_expires_and_is_bounded():
 # --- policy --------------------------------------------------------------------------------------
 
 def views(**overrides: dict) -> dict[str, BackendView]:
-    base = {"local": BackendView("local", 65536, False), "cloud": BackendView("cloud", 131072, False)}
+    base = {"local": BackendView("local", 65536, False, tier="local"),
+            "cloud": BackendView("cloud", 131072, False, tier="cloud")}
     return {name: attrs.evolve(view, **overrides.get(name, {})) for name, view in base.items()}
 
 

@@ -174,8 +174,8 @@ async def test_backends_complete_without_streaming(local_sim, cloud_sim):
 
     cfg = make_config(local_sim.url, cloud_sim.url)
     async with LlamaCpp.make_session() as ls, Cerebras.make_session() as cs:
-        local = LlamaCpp("local", cfg.backends.local, ls)
-        cloud = Cerebras("cloud", cfg.backends.cloud, cs)
+        local = LlamaCpp("local", cfg.backends["local"], ls)
+        cloud = Cerebras("cloud", cfg.backends["cloud"], cs)
         for backend, sim in ((local, local_sim), (cloud, cloud_sim)):
             data = await backend.complete({"messages": user(), "max_tokens": 100})
             message = data["choices"][0]["message"]

@@ -115,8 +115,8 @@ def make_config(local_url: str, cloud_url: str, ledger: Path, *, method: str | N
                 strategy: str | None = None) -> GatewayConfig:
     cfg = GatewayConfig()
     backends = attrs.evolve(cfg.backends,
-                            local=attrs.evolve(cfg.backends.local, base_url=local_url),
-                            cloud=attrs.evolve(cfg.backends.cloud, base_url=cloud_url, api_key=CLOUD_KEY))
+                            local=attrs.evolve(cfg.backends["local"], base_url=local_url),
+                            cloud=attrs.evolve(cfg.backends["cloud"], base_url=cloud_url, api_key=CLOUD_KEY))
     routing = cfg.routing
     if method is not None:
         routing = attrs.evolve(routing, classifier=attrs.evolve(routing.classifier, method=method))
