@@ -5,7 +5,7 @@
     backend = cls("local", cfg, session)   # session from cls.make_session(), owned by the app
 """
 
-from backends.base import Backend
+from backends.base import HTTPBackend
 from backends.cerebras import Cerebras
 from backends.errors import (
     BackendError,
@@ -17,13 +17,14 @@ from backends.errors import (
 from backends.events import Chunk, Health, Progress, RateLimit
 from backends.llamacpp import LlamaCpp
 from backends.openai_compatible import OpenAICompatible
+from backends.protocol import Backend, Capabilities
 
-BACKEND_KINDS: dict[str, type[Backend]] = {
+BACKEND_KINDS: dict[str, type[HTTPBackend]] = {
     cls.kind: cls for cls in (LlamaCpp, Cerebras, OpenAICompatible)
 }
 
 __all__ = [
-    "BACKEND_KINDS", "Backend", "BackendError", "BackendProtocolError", "BackendRejected",
-    "BackendUnavailable", "Cerebras", "Chunk", "ContextOverflow", "Health", "LlamaCpp",
+    "BACKEND_KINDS", "Backend", "BackendError", "BackendProtocolError", "BackendRejected", "BackendUnavailable",
+    "Capabilities", "Cerebras", "Chunk", "ContextOverflow", "HTTPBackend", "Health", "LlamaCpp",
     "OpenAICompatible", "Progress", "RateLimit",
 ]

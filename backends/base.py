@@ -35,6 +35,7 @@ from backends.errors import (
     ContextOverflow,
 )
 from backends.events import Chunk, Health, RateLimit, progress_chunk
+from backends.protocol import Capabilities
 from backends.sse import SSEDecoder
 from config.schema import BackendConfig
 
@@ -42,8 +43,9 @@ from config.schema import BackendConfig
 CONTEXT_OVERFLOW_MARKERS = frozenset({"exceed_context_size_error", "context_length_exceeded"})
 
 
-class Backend:
-    """An upstream that speaks OpenAI Chat Completions. Subclass per wire dialect."""
+class HTTPBackend:
+    """An upstream that speaks OpenAI Chat Completions over HTTP: implements
+    :class:`backends.protocol.Backend`. Subclass per wire dialect."""
 
     kind: ClassVar[str] = "openai"
     # Streams prefill progress when asked (llama-server's return_progress): the first-token
@@ -57,6 +59,7 @@ class Backend:
         self.cfg = cfg
         self.session = session
         self._url = cfg.base_url.rstrip("/")
+        self._caps = Capabilities.of(cfg, progress=self.reports_progress)
         def timeout(sock_read: float | None) -> aiohttp.ClientTimeout:
             return aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s,
                                          sock_connect=cfg.connect_timeout_s, sock_read=sock_read)
@@ -86,16 +89,12 @@ class Backend:
 
     # --- declared capabilities -------------------------------------------------------------
     @property
-    def supports_prefill(self) -> bool:
-        return self.cfg.supports_prefill
+    def tier(self) -> str:
+        return self.cfg.tier
 
     @property
-    def supports_images(self) -> bool:
-        return self.cfg.supports_images
-
-    @property
-    def context_window(self) -> int:
-        return self.cfg.context_window
+    def caps(self) -> Capabilities:
+        return self._caps
 
     # --- hooks for wire dialects -----------------------------------------------------------
     def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
@@ -348,7 +347,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 @contextlib.contextmanager
-def translate_errors(backend: Backend) -> Iterator[None]:
+def translate_errors(backend: HTTPBackend) -> Iterator[None]:
     """Turn foreign exceptions into the backend error tree (by type, never by text)."""
     name = backend.name
     try:

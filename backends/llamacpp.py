@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Mapping
 import aiohttp
 import orjson
 
-from backends.base import Backend, translate_errors
+from backends.base import HTTPBackend, translate_errors
 from backends.errors import BackendError
 from backends.events import Health
 
 
-class LlamaCpp(Backend):
+class LlamaCpp(HTTPBackend):
     """A local llama-server. ``base_url`` ends in ``/v1``; health and props live at the root.
 
     >>> LlamaCpp("local", cfg, session)._root

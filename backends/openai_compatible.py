@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from backends.base import Backend
+from backends.base import HTTPBackend
 
 # llama.cpp sampling/server extras that clients such as Cline or our own failover may send;
 # OpenAI-compatible clouds tend to reject them.
@@ -27,7 +27,7 @@ def _rename_reasoning(container: dict[str, Any]) -> bool:
     return False
 
 
-class OpenAICompatible(Backend):
+class OpenAICompatible(HTTPBackend):
     """Any OpenAI-compatible cloud (Z.ai's GLM API, OpenRouter, vLLM...).
 
     Drops llama.cpp-only extras and maps a ``reasoning`` field to ``reasoning_content``, the

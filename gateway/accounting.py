@@ -14,7 +14,8 @@ Definitions (the numbers on /stats and /metrics follow them):
   (fallback, failover, a hedge either way) saves nothing: the cloud tokens it burned are cost.
 
     accountant = Accountant(cfg, ledger, metrics, clock=time.time)
-    accountant.record(route, status="ok", ...)     # budget, metrics at once; ledger off-loop
+    row = accountant.row(route, outcome, status="ok", ...)   # outcome: the request's events, folded
+    accountant.record(row)                                  # budget, metrics at once; ledger off-loop
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import orjson
 
 from config import TIERS, BackendConfig, GatewayConfig
 from gateway.ledger import NAMES, Ledger
+from routing import Outcome, Route
+from routing.judge import JudgeVerdict
 
 log = logging.getLogger("gateway.accounting")
 
@@ -139,27 +142,27 @@ class Accountant:
             (day, month))
         self.budget.day, self.budget.month = rows[0]
 
-    def row(self, route: Any, *, request_id: str, status: str, stream: bool, started: float, ended: float,
-            duration_s: float, error: str | None) -> dict[str, Any]:
+    def row(self, route: Route, outcome: Outcome, *, request_id: str, status: str, stream: bool, started: float,
+            ended: float, duration_s: float, error: str | None) -> dict[str, Any]:
         """The ledger row. ``started``/``ended`` are wall-clock (UTC periods); the duration is
         measured on the monotonic clock, so a clock step cannot distort it."""
         row: dict[str, Any] = {
             "id": request_id, "ts": ended, "started": started, "status": status, "stream": int(stream),
-            "strategy": route.strategy, "route_reason": route.reason, "classification": route.classification.label,
-            "served_by": route.model_used if route.served_by else None,
-            "first_backend": route.served_by[0] if route.served_by else None,
-            "ttft_s": route.ttft_s, "duration_s": duration_s, "error": error,
-            "failover_reason": route.failovers[0].reason if route.failovers else None,
-            "failover_phase": route.failovers[0].phase if route.failovers else None,
+            "strategy": route.strategy, "route_reason": outcome.reason,
+            "classification": route.classification.label,
+            "served_by": outcome.model_used if outcome.served_by else None,
+            "first_backend": outcome.served_by[0] if outcome.served_by else None,
+            "ttft_s": outcome.ttft_s, "duration_s": duration_s, "error": error,
+            "failover_reason": outcome.failovers[0].failure if outcome.failovers else None,
+            "failover_phase": outcome.failovers[0].phase if outcome.failovers else None,
             # By tier (local_won, cloud_won): a hedge races the two tiers' first choices.
-            "hedge": f"{self.cfg.backend(route.hedge.winner).tier}_won"
-                     if route.hedge.started and route.hedge.winner else None,
+            "hedge": f"{self.cfg.backend(outcome.hedge.winner).tier}_won" if outcome.hedge else None,
         }
         totals = {tier: {"prompt": 0, "completion": 0, "cached": 0, "reasoning": 0} for tier in TIERS}
         spent = dict.fromkeys(TIERS, 0.0)
         estimated = dict.fromkeys(TIERS, 0)
         by_backend: dict[str, dict[str, Any]] = {}
-        for name, usage in route.usage.items():
+        for name, usage in outcome.usage.items():
             bcfg = self.cfg.backend(name)
             t = tokens(usage)
             usd = cost(t, bcfg)
@@ -178,8 +181,8 @@ class Accountant:
         row["usage_by_backend"] = orjson.dumps(by_backend).decode() if by_backend else None
         prices = self.cloud_prices
         row["local_at_cloud_price"] = cost(totals["local"], prices) if prices is not None else 0.0
-        local_alone = bool(route.served_by) and all(b["tier"] == "local" for b in by_backend.values()) and all(
-            self.cfg.backend(n).tier == "local" for n in route.served_by)
+        local_alone = bool(outcome.served_by) and all(b["tier"] == "local" for b in by_backend.values()) and all(
+            self.cfg.backend(n).tier == "local" for n in outcome.served_by)
         row.update(self._judge(route.judge))
         # What the judge cost counts against what serving locally saved (nothing, for a local judge).
         saved = row["local_at_cloud_price"] - row["local_cost"] - row["judge_cost"]
@@ -189,7 +192,7 @@ class Accountant:
                    class_reasons="; ".join(c.reasons[:3]) or None, escalated_by=route.escalated_by, guard=None)
         return row
 
-    def _judge(self, verdict: Any) -> dict[str, Any]:
+    def _judge(self, verdict: JudgeVerdict | None) -> dict[str, Any]:
         if verdict is None:
             return {"judge_backend": None, "judge_label": None, "judge_s": None, "judge_prompt": 0,
                     "judge_completion": 0, "judge_cost": 0.0}

@@ -103,7 +103,7 @@ def _backends_ctx(names: list[str], sessions: Mapping[str, aiohttp.ClientSession
         budget = Budget(cfg, app[WALL_CLOCK])
         app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
         # At a spend cap the cloud is unavailable to routing, like a backend that is down.
-        router.states.budget = lambda name: budget.exceeded() if backends[name].cfg.tier == "cloud" else None
+        router.states.budget = lambda name: budget.exceeded() if backends[name].tier == "cloud" else None
         app[HEALTH] = monitor = HealthMonitor(backends, router.states, clock=app[CLOCK])
         metrics = Metrics(app[REGISTRY], lambda: _gauges(app), REASONS, frozenset(cfg.routing.escalation.patterns),
                           {name: b.tier for name, b in cfg.enabled_backends().items()})
@@ -126,7 +126,7 @@ def _gauges(app: web.Application) -> dict[str, Any]:
     router, monitor = app[ROUTER], app[HEALTH]
     return {
         "up": {name: health.ok for name, health in monitor.snapshot().items()},
-        "tiers": {name: b.cfg.tier for name, b in router.backends.items()},
+        "tiers": {name: b.tier for name, b in router.backends.items()},
         "ratelimits": {name: {w: rl.remaining for w, rl in b.rate_limits.items()}
                        for name, b in router.backends.items()},
         "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -36,7 +35,8 @@ from gateway.logs import LOGGED
 from gateway.sse import StreamRelay
 from gateway.stats import stats
 from gateway.validation import ChatRequest, parse_chat_request
-from routing import Route, Router
+from routing import Outcome, Router
+from routing.assemble import collect
 from routing.errors import ConversationStopped, RoutingError
 
 log = logging.getLogger("gateway.request")
@@ -64,6 +64,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
 
     headers = {"x-request-id": rid}
+    # What happened, folded from the request's events by whichever consumer reads them.
+    tally = Outcome(route.decision.primary, route.reason)
+    supervision = router.stream(route, chat.body)
     wall_started = app[WALL_CLOCK]()
     accountant = app[ACCOUNTANT]
     recorded = False
@@ -75,32 +78,35 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         nonlocal recorded
         recorded = True
         request[LOGGED] = True
-        row = accountant.row(route, request_id=rid, status=status, stream=chat.stream, started=wall_started,
+        for event in supervision.epilogue():  # a stream cut short still owes what it consumed
+            tally.fold(event)
+        row = accountant.row(route, tally, request_id=rid, status=status, stream=chat.stream, started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         written = asyncio.shield(accountant.record(row))  # first: the commit overlaps the log line
         # The runaway guard's per-conversation cap needs what each of its requests cost the cloud.
         router.spent(route, row["cloud_cost"])
-        dropped = _dropping(router, chat, route.served_by)
+        dropped = _dropping(router, chat, list(tally.served_by))
         for name in dropped:
             log.warning("request %s: the %s backend takes no %s parts; they were dropped", rid, name,
                         ", ".join(sorted(chat.non_text_parts)))
         if log.isEnabledFor(logging.INFO):  # the entry is built only when it will be written
-            entry = _log_entry(row, chat, route, request[CLIENT], failure, dropped)
+            entry = _log_entry(row, chat, tally, request[CLIENT], failure, dropped)
             log.info("request %s", orjson.dumps(entry, default=str).decode())
         return written
 
     status, error = "error", None
     try:
         if chat.stream:
-            relay = StreamRelay(request, served=route, headers=headers, keepalive_s=cfg.server.keepalive_s,
+            # x-glm-dropped speaks for the backend serving when the response is committed (a
+            # slow first token commits early: then the log line says what really happened).
+            relay = StreamRelay(request, tally=tally, headers=headers, keepalive_s=cfg.server.keepalive_s,
                                 include_usage=chat.include_usage, clock=clock,
-                                before_done=lambda: account("ok"), active=app[STREAMS])
-            chunks = router.stream(route, chat.body)
-            if chat.non_text_parts:
-                chunks = _noting_drops(chunks, router, chat, route, headers)
+                                before_done=lambda: account("ok"), active=app[STREAMS],
+                                headers_for=(lambda name: _drop_header(chat, _dropping(router, chat, [name])))
+                                if chat.non_text_parts else None)
             try:
                 with limits.stream_slot(request[CLIENT]):
-                    await relay.run(chunks)
+                    await relay.run(supervision.events())
             finally:
                 if relay.outcome.status != "pending":  # pending: refused before it started
                     status = relay.outcome.status
@@ -109,12 +115,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                     error = "Shutdown"
             assert relay.response is not None
             return relay.response
-        data = await router.complete(route, chat.body)
-        data["model_used"] = route.model_used
+        data = await collect(supervision.events(), tally)
         status = "ok"
         await account("ok")
-        headers.update({"x-glm-backend": route.backend, "x-glm-route-reason": route.reason})
-        _drop_header(headers, chat, _dropping(router, chat, route.served_by))
+        headers.update({"x-glm-backend": tally.backend, "x-glm-route-reason": tally.reason,
+                        **_drop_header(chat, _dropping(router, chat, list(tally.served_by)))})
         return json_response(data, headers=headers)
     except (BackendError, APIError) as exc:
         status, error, failure = "error", type(exc).__name__, exc
@@ -128,11 +133,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             account(status, error)  # failed or cancelled: nobody waits for an answer, so neither do we
 
 
-def _log_entry(row: dict[str, Any], chat: ChatRequest, route: Route, client: str,
+def _log_entry(row: dict[str, Any], chat: ChatRequest, tally: Outcome, client: str,
                failure: BackendError | APIError | None, dropped: list[str]) -> dict[str, Any]:
     """The per-request log line: the ledger row, minus zeros, plus what only the log needs."""
     entry = {k: v for k, v in row.items() if v not in (None, 0, 0.0) or k in ("status", "savings")}
-    entry.update(model=chat.model, client=client, failures=route.failures or None,
+    entry.update(model=chat.model, client=client, failures=tally.failures or None,
                  dropped={name: sorted(chat.non_text_parts) for name in dropped} or None)
     if failure is not None:  # refused before the answer started: what the client was told
         entry["http_status"] = failure.status
@@ -148,30 +153,11 @@ def _dropping(router: Router, chat: ChatRequest, names: list[str]) -> list[str]:
     when another backend takes images; otherwise the client is told, never left to guess."""
     if not chat.non_text_parts:
         return []
-    return [name for name in names if not router.backends[name].supports_images]
+    return [name for name in names if not router.backends[name].caps.images]
 
 
-def _drop_header(headers: dict[str, str], chat: ChatRequest, dropping: list[str]) -> None:
-    if dropping:
-        headers["x-glm-dropped"] = ",".join(sorted(chat.non_text_parts))
-    else:
-        headers.pop("x-glm-dropped", None)
-
-
-async def _noting_drops(chunks: AsyncIterator[Any], router: Router, chat: ChatRequest, route: Route,
-                        headers: dict[str, str]) -> AsyncIterator[Any]:
-    """The stream, with ``x-glm-dropped`` set in the headers the relay commits with. The relay
-    commits after the first chunk, when the backend that serves the answer is known (a fallback
-    may have changed it), unless a slow first token made it commit earlier: then the header
-    speaks for the first choice, and the log line for what really happened."""
-    _drop_header(headers, chat, _dropping(router, chat, [route.backend]))
-    async with contextlib.aclosing(chunks):
-        first = True
-        async for chunk in chunks:
-            if first:
-                _drop_header(headers, chat, _dropping(router, chat, [route.backend]))
-                first = False
-            yield chunk
+def _drop_header(chat: ChatRequest, dropping: list[str]) -> dict[str, str]:
+    return {"x-glm-dropped": ",".join(sorted(chat.non_text_parts))} if dropping else {}
 
 
 def _strategy(request: web.Request, model: str | None) -> tuple[str, str | None]:

@@ -29,6 +29,7 @@ from aiohttp_sse import EventSourceResponse
 
 from backends import BackendError, Chunk
 from gateway.errors import backend_error_body, error_body
+from routing.events import Event, Failed, Outcome
 
 DONE = b"data: [DONE]\n\n"
 
@@ -70,26 +71,30 @@ class StreamOutcome:
 
 
 class StreamRelay:
-    """Relay one upstream chunk stream to one client.
+    """Relay one request's event stream (:mod:`routing.events`) to one client.
 
-    ``served`` names what serves the stream: its ``backend`` and ``reason`` are read when the
-    response is committed (a fallback before then may change them), its ``model_used`` on the
-    final chunks (after a failover it names both backends).
+    Chunks are relayed; every other event is folded into ``tally`` (an
+    :class:`routing.events.Outcome`), which also names what serves the stream: its ``backend``
+    and ``reason`` when the response is committed (a fallback before then may change them), its
+    ``model_used`` on the final chunks (after a failover it names both backends).
+    ``headers_for(backend)`` adds headers that depend on the backend serving (at commit).
 
-    >>> relay = StreamRelay(request, served=route, headers={"x-request-id": rid}, keepalive_s=10,
-    ...                     include_usage=False)
-    >>> outcome = await relay.run(router.stream(route, body))
+    >>> relay = StreamRelay(request, tally=Outcome(route.decision.primary, route.reason),
+    ...                     headers={"x-request-id": rid}, keepalive_s=10, include_usage=False)
+    >>> outcome = await relay.run(router.stream(route, body).events())
     """
 
-    __slots__ = ("request", "served", "headers", "keepalive_s", "include_usage", "clock", "before_done", "active",
-                 "task", "aborted", "response", "outcome")  # one per open stream
+    __slots__ = ("request", "tally", "headers", "keepalive_s", "include_usage", "clock", "before_done", "active",
+                 "headers_for", "task", "aborted", "response", "outcome")  # one per open stream
 
-    def __init__(self, request: web.Request, *, served: Any, headers: dict[str, str], keepalive_s: float,
+    def __init__(self, request: web.Request, *, tally: Outcome, headers: dict[str, str], keepalive_s: float,
                  include_usage: bool, clock: Any = time.monotonic,
                  before_done: Callable[[], Awaitable[Any]] | None = None,
-                 active: ActiveStreams | None = None) -> None:
+                 active: ActiveStreams | None = None,
+                 headers_for: Callable[[str], dict[str, str]] | None = None) -> None:
         self.request = request
-        self.served = served
+        self.tally = tally
+        self.headers_for = headers_for
         self.headers = headers
         self.keepalive_s = keepalive_s
         self.include_usage = include_usage
@@ -109,23 +114,24 @@ class StreamRelay:
         if self.task is not None:
             self.task.cancel()
 
-    async def run(self, chunks: AsyncIterator[Chunk]) -> StreamOutcome:
+    async def run(self, events: AsyncIterator[Event]) -> StreamOutcome:
         """Relay until the end. Raises the BackendError if it happens before any byte was sent."""
         started = self.clock()
         self.task = asyncio.current_task()
         if self.active is not None:
             self.active.relays.add(self)
-        async with contextlib.aclosing(chunks) as upstream:
+        async with contextlib.aclosing(events) as upstream:
             try:
                 first = await self._first(upstream)
-                if first is None:
-                    await self._finish()
-                    return self.outcome
-                self.outcome.ttft_s = self.clock() - started
-                await self._commit()
-                await self._relay(first)
-                async for chunk in upstream:
-                    await self._relay(chunk)
+                if first is not None:
+                    self.outcome.ttft_s = self.clock() - started
+                    await self._commit()
+                    await self._relay(first)
+                    async for event in upstream:
+                        if type(event) is Chunk:  # the hot path: one type check per chunk
+                            await self._relay(event)
+                        else:
+                            self._fold(event)
                 await self._finish()
             except BackendError as exc:
                 self.outcome.status, self.outcome.error = "error", exc
@@ -145,7 +151,19 @@ class StreamRelay:
                     self.response.stop_streaming()  # end aiohttp-sse's ping task now
         return self.outcome
 
-    async def _first(self, upstream: AsyncIterator[Chunk]) -> Chunk | None:
+    def _fold(self, event: Event) -> None:
+        self.tally.fold(event)
+        if type(event) is Failed:
+            raise event.error  # nothing normal may follow: run() ends the stream with an error
+
+    async def _next_chunk(self, upstream: AsyncIterator[Event]) -> Chunk | None:
+        async for event in upstream:
+            if type(event) is Chunk:
+                return event  # type: ignore[return-value]
+            self._fold(event)
+        return None
+
+    async def _first(self, upstream: AsyncIterator[Event]) -> Chunk | None:
         """The first chunk; commits the response with keep-alives if it is slow to come.
 
         The wait runs in the handler's own task; only a slow upstream costs a timer-started
@@ -159,7 +177,7 @@ class StreamRelay:
 
         timer = asyncio.get_running_loop().call_later(self.keepalive_s, start_keepalive)
         try:
-            return await anext(upstream, None)
+            return await self._next_chunk(upstream)
         finally:
             timer.cancel()
             if keepalive is not None:
@@ -173,8 +191,9 @@ class StreamRelay:
             # The client left while the upstream was thinking (a server that does not cancel
             # handlers on disconnect lets us get this far): a cancellation, not a server error.
             raise ConnectionResetError("the client left before the answer started")
-        headers = {**self.headers, "x-glm-backend": self.served.backend,
-                   "x-glm-route-reason": self.served.reason}
+        backend = self.tally.backend
+        headers = {**self.headers, **(self.headers_for(backend) if self.headers_for else {}),
+                   "x-glm-backend": backend, "x-glm-route-reason": self.tally.reason}
         response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True, ping_interval=self.keepalive_s)
         await response.prepare(self.request)
         self.response = response  # only once prepared: the clean-up paths write to it
@@ -198,7 +217,7 @@ class StreamRelay:
                     if not choices:
                         return
                     data = {k: v for k, v in data.items() if k != "usage"}
-            data = {**data, "model_used": self.served.model_used}
+            data = {**data, "model_used": self.tally.model_used}
             payload = None
         assert self.response is not None
         await self.response.send_data(payload if payload is not None else orjson.dumps(data))

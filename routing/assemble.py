@@ -6,7 +6,11 @@ and failover as streams.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+from typing import Any, AsyncIterator, Iterable
+
+from backends import Chunk
+from routing.events import Event, Outcome
 
 COPIED = ("id", "created", "model", "system_fingerprint", "service_tier")
 
@@ -45,3 +49,20 @@ def assemble(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
     out["choices"] = [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]
     return out
+
+
+async def collect(events: AsyncIterator[Event], tally: Outcome) -> dict[str, Any]:
+    """The non-streaming consumer of a request's events: chunks are assembled, every other event
+    is folded into ``tally``. Raises the request's error if it failed."""
+    chunks = []
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if type(event) is Chunk:
+                chunks.append(event.data)  # type: ignore[union-attr]
+                continue
+            tally.fold(event)
+    if tally.error is not None:
+        raise tally.error
+    data = assemble(chunks)
+    data["model_used"] = tally.model_used
+    return data

@@ -29,10 +29,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from backends import Chunk
+from routing.events import BEFORE_FIRST_TOKEN, MID_CONTENT, MID_REASONING, MID_TOOL_CALL
 
 IDENTITY = ("id", "created", "model", "system_fingerprint")
-BEFORE_FIRST_TOKEN, MID_REASONING, MID_CONTENT, MID_TOOL_CALL = (
-    "before_first_token", "mid_reasoning", "mid_content", "mid_tool_call")
 
 
 def is_delta(data: Mapping[str, Any]) -> bool:

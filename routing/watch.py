@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import AsyncIterator, Callable
 
 import attrs
@@ -25,7 +26,8 @@ from routing.splice import is_delta
 
 async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                   abandon: Callable[[float], str | None] | None = None,
-                  switchable: Callable[[], bool] = lambda: True) -> AsyncIterator[Chunk]:
+                  switchable: Callable[[], bool] = lambda: True,
+                  clock: Callable[[], float] = time.monotonic) -> AsyncIterator[Chunk]:
     """``chunks`` under the first-token and stall watchdogs. A backend that reports prefill
     progress (llama.cpp's ``prompt_progress``) is judged by it before its first token: a prefill
     that keeps progressing is not a stall, and one whose ETA runs past ``first_token_timeout_s``
@@ -33,10 +35,9 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
     instead of after the whole timeout, if ``switchable()`` says another backend could take the
     request; if none could, a slow answer beats none, and a progressing prefill is waited for.
     Chunks that only carried progress are not passed on."""
-    loop = asyncio.get_running_loop()
     cfg = backend.cfg
-    started = loop.time()
-    dog = _Watchdog(loop, started + cfg.first_token_timeout_s)
+    started = clock()
+    dog = _Watchdog(asyncio.get_running_loop(), clock, started + cfg.first_token_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
     role: Chunk | None = None  # a silent progress chunk's role, for the first chunk the client gets
     async with contextlib.aclosing(chunks):
@@ -59,7 +60,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                 finally:
                     dog.task = None
                 if chunk.progress is not None and failure == "ttft":
-                    _judge_prefill(backend, chunk.progress, loop.time(), started, dog, abandon, switchable)
+                    _judge_prefill(backend, chunk.progress, clock(), started, dog, abandon, switchable)
                 if chunk.silent:
                     role = role or chunk
                     continue
@@ -67,7 +68,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                     yield role._replace(silent=False)
                     role = None
                 if is_delta(chunk.data):
-                    dog.move(loop.time() + cfg.stall_timeout_s)
+                    dog.move(clock() + cfg.stall_timeout_s)
                     failure, limit = "stall", cfg.stall_timeout_s
                 yield chunk
         finally:
@@ -102,12 +103,15 @@ class _Watchdog:
     """One timer per stream, not one per chunk (``asyncio.timeout`` would arm and cancel a timer
     for every token). Moving the deadline later is an assignment; the timer, when it fires
     early, re-arms itself for the current deadline, and it only cancels a task that is waiting
-    on the upstream at that moment."""
+    on the upstream at that moment. Deadlines are on the injected clock; the loop only sleeps
+    until then."""
 
-    __slots__ = ("loop", "deadline", "task", "bit", "_handle")
+    __slots__ = ("loop", "clock", "deadline", "task", "bit", "_handle", "_at")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], deadline: float) -> None:
         self.loop = loop
+        self.clock = clock
+        self._at = 0.0  # the deadline the armed timer was set for
         self.deadline = deadline
         self.task: asyncio.Task[object] | None = None
         self.bit = False
@@ -115,25 +119,29 @@ class _Watchdog:
 
     def move(self, deadline: float) -> None:
         self.deadline = deadline
-        if self._handle is not None and deadline < self._handle.when():
+        if self._handle is not None and deadline < self._at:
             # Earlier than the armed timer (a stall timeout shorter than the first-token one).
             self._handle.cancel()
-            self._handle = self.loop.call_at(deadline, self._fire)
+            self._arm()
+
+    def _arm(self) -> None:
+        self._at = self.deadline
+        self._handle = self.loop.call_later(max(0.0, self.deadline - self.clock()), self._fire)
 
     def watch(self) -> asyncio.Task[object]:
         """Called before each read: the current task is the one to cancel if time runs out."""
         task = self.task = asyncio.current_task()  # type: ignore[assignment]
         assert task is not None
         if self._handle is None:
-            self._handle = self.loop.call_at(self.deadline, self._fire)
+            self._arm()
         return task
 
     def _fire(self) -> None:
         self._handle = None
         if self.task is None:
             return  # not reading now: watch() re-arms at the next read
-        if self.loop.time() < self.deadline:
-            self._handle = self.loop.call_at(self.deadline, self._fire)
+        if self.clock() < self.deadline:
+            self._arm()
             return
         self.bit = True
         self.task.cancel()

@@ -10,7 +10,7 @@ import attrs
 import orjson
 import pytest
 
-from backends import Chunk
+from backends import Capabilities, Chunk
 from config.routing import EscalationConfig, GuardConfig, RoutingConfig
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, ClassifierConfig
 from routing import Router, TokenCounter
@@ -383,6 +383,7 @@ class ScriptedBackend:
 
     def __init__(self, name: str, cfg: Any) -> None:
         self.name, self.cfg = name, cfg
+        self.tier, self.caps = cfg.tier, Capabilities.of(cfg)
         self.rate_limits: dict = {}
         self.calls = 0
 
@@ -415,8 +416,20 @@ async def turn(router: Router, clock: FakeClock, messages: list[dict], strategy:
     clock.now += 1
     body = {"model": "glm-4.7", "messages": messages}
     route = router.route(body, strategy)
-    await router.complete(route, body)
-    return route
+    _, outcome = await router.complete(route, body)
+    return Turn(route, outcome)
+
+
+@attrs.frozen
+class Turn:
+    """A route and what happened to it, read as one."""
+
+    route: Any
+    outcome: Any
+
+    def __getattr__(self, name: str) -> Any:
+        # backend and reason are what happened; the rest (escalated_by, features, ...) was decided.
+        return getattr(self.outcome if name in ("backend", "reason") else self.route, name)
 
 
 def failing_classic() -> list[list[dict]]:

@@ -7,9 +7,9 @@ from typing import Any
 import attrs
 import pytest
 
-from backends import BackendProtocolError, BackendRejected, BackendUnavailable, Chunk, ContextOverflow
+from backends import BackendProtocolError, BackendRejected, BackendUnavailable, Capabilities, Chunk, ContextOverflow
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, ClassifierConfig, RoutingConfig
-from routing import NoBackendAvailable, Router, TokenCounter
+from routing import NoBackendAvailable, Outcome, Router, TokenCounter
 
 DONE = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"total_tokens": 1}}
 
@@ -19,6 +19,7 @@ class ScriptedBackend:
 
     def __init__(self, name: str, cfg: Any, outcomes: list[Any]) -> None:
         self.name, self.cfg, self.outcomes = name, cfg, list(outcomes)
+        self.tier, self.caps = cfg.tier, Capabilities.of(cfg)
         self.rate_limits: dict = {}
         self.calls: list[float] = []
         self.clock: FakeClock | None = None
@@ -39,6 +40,9 @@ class ScriptedBackend:
     async def complete(self, body: Any) -> dict:
         self._next()
         return {"served_by": self.name}
+
+    def continuation_request(self, body: Any, partial: str, prefill: bool, prompt: str) -> dict:
+        return {**body, "partial": partial, "prefill": prefill}
 
 
 @attrs.define
@@ -75,8 +79,8 @@ def unavailable(status: int = 503, retry_after: float | None = None, backend: st
 
 async def run(router: Router, strategy: str = "complexity") -> tuple[str, str, dict]:
     route = router.route(BODY, strategy)
-    result = await router.complete(route, BODY)
-    return route.backend, route.reason, result
+    result, outcome = await router.complete(route, BODY)
+    return outcome.backend, outcome.reason, result
 
 
 async def test_fails_over_at_once_to_an_untried_backend():
@@ -160,9 +164,13 @@ async def test_breaker_opens_then_a_recovered_backend_is_used_within_its_open_ti
 async def test_streams_fall_back_before_the_first_chunk_only():
     router, b, _ = make_router([BackendProtocolError("local", "malformed event")], [])
     route = router.route(BODY, "local_first")
-    chunks = [c.data async for c in router.stream(route, BODY)]
+    events = [e async for e in router.stream(route, BODY).events()]
+    chunks = [e.data for e in events if type(e) is Chunk]
     assert chunks[0]["choices"][0]["delta"]["content"] == "cloud"
-    assert route.failures == [("local", "malformed event")]
+    tally = Outcome("local", "local_first")
+    for e in events:
+        tally.fold(e)
+    assert tally.failures == [("local", "malformed event")] and tally.served_by == ("cloud",)
 
 
 async def test_nothing_available_is_an_error_that_says_why():

@@ -22,6 +22,7 @@ import time
 
 import orjson
 
+from backends import Capabilities
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
 from routing import Router, TokenCounter, corpus
 from routing.scorer import Scorer
@@ -60,7 +61,7 @@ def follow_up(messages: list[dict], rng: random.Random) -> None:
 
 class _Backend:
     def __init__(self, cfg):
-        self.cfg, self.rate_limits = cfg, {}
+        self.cfg, self.rate_limits, self.tier, self.caps = cfg, {}, cfg.tier, Capabilities.of(cfg)
 
 
 def percentile(values: list[float], q: float) -> float:
