@@ -57,7 +57,7 @@ def add_usage(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> dict[
 
 class Splice:
     __slots__ = ("identity", "role_sent", "content", "reasoning", "held", "held_index", "switched", "echo",
-                 "drop_reasoning", "reasoning_gap", "prior_usage", "usage")  # one per open stream
+                 "drop_reasoning", "reasoning_gap", "prior_usage", "usage", "delivered")  # one per open stream
 
     def __init__(self) -> None:
         self.identity: dict[str, Any] | None = None
@@ -72,6 +72,7 @@ class Splice:
         self.reasoning_gap = False  # start the next backend's reasoning on a new paragraph
         self.prior_usage: dict[str, Any] | None = None  # consumed by backends that failed
         self.usage: dict[str, Any] | None = None  # the current backend's own usage, if seen
+        self.delivered = False  # the current backend's content, reasoning or a tool call reached the client
 
     # --- what the client has seen ---------------------------------------------------------------
     @property
@@ -94,6 +95,7 @@ class Splice:
         self.held, self.held_index = [], -1
         self.prior_usage = add_usage(self.prior_usage, failed_usage)
         self.usage = None
+        self.delivered = False
         self.switched = True
         continuing = bool(self.content)
         self.echo = self.text if continuing else ""
@@ -133,8 +135,10 @@ class Splice:
             self.role_sent = self.role_sent or "role" in delta
             if delta.get("content"):
                 self.content.append(delta["content"])
+                self.delivered = True
             if delta.get("reasoning_content"):
                 self.reasoning.append(delta["reasoning_content"])
+                self.delivered = True
         out.append(Chunk(data) if changed else chunk)
         return out
 
@@ -179,4 +183,5 @@ class Splice:
 
     def _release(self) -> list[Chunk]:
         held, self.held, self.held_index = self.held, [], -1
+        self.delivered = True
         return held

@@ -89,7 +89,7 @@ class Supervision:
                     async for chunk in chunks:
                         for out in splice.accept(chunk):
                             yield out
-                        if name not in self.served and splice.phase != BEFORE_FIRST_TOKEN:
+                        if splice.delivered and name not in self.served:
                             self.served.append(name)
                             now = clock()
                             states.speeds[name].observe_ttft(now - attempt_started)
