@@ -16,8 +16,10 @@ from pathlib import Path
 import openai
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from config import ConfigError, load_config
+from gateway.keys import ACCOUNTANT
 from tests.conftest import user
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -285,28 +287,176 @@ def dashboard() -> dict:
     return json.loads((DEPLOY / "grafana" / "dashboards" / "glm-token-saver.json").read_text())
 
 
+def panels() -> list[dict]:
+    """Every panel that queries something (rows only group them)."""
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
 def test_dashboard_panels_are_complete():
-    panels = dashboard()["panels"]
-    titles = " | ".join(p["title"] for p in panels).lower()
+    every = dashboard()["panels"]
+    titles = " | ".join(p["title"] for p in every).lower()
     for topic in ("saved", "spend", "budget", "backend", "route reason", "failover", "first token", "health"):
         assert topic in titles, topic
-    for p in panels:
+    for p in panels():
         assert p["targets"] and all(t["expr"] and t["datasource"]["uid"] == "prometheus" for t in p["targets"])
+    for p in every:
         assert set(p["gridPos"]) == {"x", "y", "w", "h"}
-    assert len({p["id"] for p in panels}) == len(panels)
+        assert p["type"] != "row" or (p["panels"] == [] and not p["collapsed"] and p["gridPos"]["w"] == 24)
+    assert len({p["id"] for p in every}) == len(every)
 
 
-async def test_every_dashboard_metric_exists_in_the_real_metrics_output(gateway, http):
+def test_dashboard_panels_do_not_overlap():
+    boxes = [(p["id"], p["gridPos"]) for p in dashboard()["panels"]]
+    for pid, g in boxes:
+        assert g["x"] >= 0 and g["y"] >= 0 and g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, pid
+    for i, (a, g) in enumerate(boxes):
+        for b, h in boxes[i + 1:]:
+            apart = (g["x"] + g["w"] <= h["x"] or h["x"] + h["w"] <= g["x"]
+                     or g["y"] + g["h"] <= h["y"] or h["y"] + h["h"] <= g["y"])
+            assert apart, f"panels {a} and {b} overlap"
+
+
+# What each tier's row must show, one series per backend (legend {{backend}}).
+TIER_PANELS = {
+    "local": {"glm_gateway_backend_prefill_tokens_per_second", "glm_gateway_backend_decode_tokens_per_second",
+              "glm_gateway_backend_requests_in_flight", "glm_gateway_backend_prompt_cache_hit_ratio",
+              "glm_gateway_backend_up"},
+    "cloud": {"glm_gateway_cost_usd_total", "glm_gateway_tokens_total", "glm_gateway_ratelimit_remaining",
+              "glm_gateway_backend_up"},
+}
+TIER = re.compile(r'\btier\s*=~?\s*"([^"]*)"')
+# An aggregation with no by (...) right after it keeps no label at all.
+UNGROUPED = re.compile(r"\b(?:sum|avg|min|max|count|group|stddev|stdvar|topk|bottomk|quantile)\s*\(")
+
+
+def tier_sections() -> dict[str, list[dict]]:
+    """tier -> the panels under that tier's row (down to the next row)."""
+    every = sorted(dashboard()["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    sections: dict[str, list[dict]] = {}
+    current = None
+    for p in every:
+        if p["type"] == "row":
+            named = [tier for tier in TIER_PANELS if p["title"].lower().startswith(f"{tier} tier")]
+            current = named[0] if named else None
+            if current:
+                assert current not in sections, f"two rows for the {current} tier"
+                sections[current] = []
+        elif current:
+            sections[current].append(p)
+    return sections
+
+
+def test_every_tier_has_its_panels_one_series_per_backend():
+    sections = tier_sections()
+    assert set(sections) == set(TIER_PANELS)
+    for tier, wanted in TIER_PANELS.items():
+        shown = set()
+        for p in sections[tier]:
+            assert p["title"].lower().startswith(f"{tier} tier"), p["title"]
+            for t in p["targets"]:
+                # Only this tier's series, kept apart per backend.
+                assert TIER.findall(t["expr"]) == [tier], (p["id"], t["expr"])
+                assert "{{backend}}" in t["legendFormat"], (p["id"], t["legendFormat"])
+                assert not UNGROUPED.search(t["expr"]), (p["id"], t["expr"])
+                for grouping in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", t["expr"]):
+                    assert "backend" in re.findall(r"\w+", grouping), (p["id"], t["expr"])
+                shown |= set(METRIC.findall(t["expr"]))
+        assert wanted <= shown, f"{tier} tier lacks panels for {wanted - shown}"
+
+
+def test_no_query_takes_a_backend_name_for_a_tier():
+    # Backends are named pools members; "local"/"cloud" as a tier is the tier label's job.
+    for p in panels():
+        for t in p["targets"]:
+            assert not re.search(r'\bbackend\s*[!=]~?\s*"', t["expr"]), (p["id"], t["expr"])
+
+
+def promql(expr: str) -> str:
+    """A dashboard expression as Prometheus sees it (Grafana's range variables filled in)."""
+    return re.sub(r"\$__(range|rate_interval|interval)\b", "1h", expr)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
+def test_every_dashboard_query_parses_with_promtool(tmp_path):
+    rules = [{"record": f"dashboard:panel_{p['id']}_{t['refId']}", "expr": promql(t["expr"])}
+             for p in panels() for t in p["targets"]]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    out = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", re.M)
+GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+            "offset", "inf", "nan"}
+
+
+def exported_labels(exposed: str, metrics) -> dict[str, set[str]]:
+    """Series name -> label names: from the scraped samples, and for a family that has no sample yet
+    (a failover, an escalation) the label names the gateway declares for it."""
+    labels: dict[str, set[str]] = {}
+    for name, body in SAMPLE.findall(exposed):
+        labels.setdefault(name, set()).update(re.findall(r'(\w+)="', body or ""))
+    for m in vars(metrics).values():
+        if isinstance(m, MetricWrapperBase):
+            names = set(m._labelnames)
+            series = {"counter": {"_total": names},
+                      "histogram": {"_bucket": names | {"le"}, "_count": names, "_sum": names}}[m._type]
+            for suffix, declared in series.items():
+                labels.setdefault(m._name + suffix, set()).update(declared)
+    return labels
+
+
+async def test_every_dashboard_query_uses_only_metrics_and_labels_the_gateway_exports(gateway_factory, http):
+    gateway = await gateway_factory(budget={"daily_usd": 5.0})  # a cap, so the budget gauge has a series
+    long_prompt = "Fix the typo in this sentence, please. " * 20  # >= 64 prompt tokens: a prefill speed
     async with openai.AsyncOpenAI(base_url=str(gateway.make_url("/v1")), api_key="x", max_retries=0) as client:
         await client.chat.completions.create(model="glm-4.7", messages=user("Fix the typo"))
+        await client.chat.completions.create(model="glm-4.7-local", messages=user(long_prompt))
         await client.chat.completions.create(model="glm-4.7-cloud", messages=user("Refactor it"))
     async with http.get(gateway.make_url("/metrics")) as resp:
         exposed = await resp.text()
-    names = set(re.findall(r"^# TYPE (\S+) ", exposed, re.M)) | set(re.findall(r"^([a-z_]+)[{ ]", exposed, re.M))
-    wanted = {m for p in dashboard()["panels"] for t in p["targets"] for m in METRIC.findall(t["expr"])}
+    labels = exported_labels(exposed, gateway.app[ACCOUNTANT].metrics)
+    # Every metric the gateway declares or exposes, whether or not it has a series yet.
+    names = set(re.findall(r"^# TYPE (\S+) ", exposed, re.M)) | set(labels)
+    wanted = {m for p in panels() for t in p["targets"] for m in METRIC.findall(t["expr"])}
     assert wanted, "the dashboard queries no gateway metric"
     missing = {m for m in wanted if m not in names and re.sub(r"_(total|bucket)$", "", m) not in names}
     assert not missing, f"dashboard queries metrics the gateway does not expose: {missing}"
+    # The tier panels' families must really have series, with their tier label, in the live output.
+    for tier, families in TIER_PANELS.items():
+        for family in families:
+            assert re.search(rf'^{family}\{{[^}}]*\b(tier="{tier}"|backend="{tier}")', exposed, re.M), (family, tier)
+
+    problems = []
+    for p in panels():
+        for t in p["targets"]:
+            expr, where = promql(t["expr"]), (p["id"], t["refId"])
+            bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values and strings say nothing
+            used = METRIC.findall(bare)
+            known = set().union(*(labels.get(m, set()) for m in used))
+            for metric, matchers in SELECTOR.findall(bare):
+                for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers):
+                    if label not in labels.get(metric, set()):
+                        problems.append((where, f"{metric} has no label {label!r}"))
+            groupings = GROUPING.findall(bare)
+            for _, names_ in groupings:
+                for label in re.findall(r"\w+", names_):
+                    if label not in known:
+                        problems.append((where, f"no metric in {expr!r} has a label {label!r}"))
+            # What the legend can show: what a by (...) keeps, else the left-hand metric's labels.
+            kept = set().union(*(re.findall(r"\w+", n) for k, n in groupings if k == "by"))
+            kept = kept or (set() if UNGROUPED.search(bare) else labels.get(used[0], set()))
+            for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")):
+                if label not in kept:
+                    problems.append((where, f"legend {{{{{label}}}}} is not a label of {expr!r}"))
+            # Every other bare word is a function, an aggregation, a keyword, or an exported metric.
+            words = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", GROUPING.sub("", bare))
+            for word in re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", words):
+                if word.lower() not in KEYWORDS and word not in names:
+                    problems.append((where, f"{word!r} is not a metric the gateway exports"))
+    assert not problems, problems
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboard_folder():

@@ -20,6 +20,7 @@ import random
 import statistics
 import time
 
+import attrs
 import orjson
 
 from backends import Capabilities
@@ -64,6 +65,18 @@ class _Backend:
         self.cfg, self.rate_limits, self.tier, self.caps = cfg, {}, cfg.tier, Capabilities.of(cfg)
 
 
+def pool(size: int) -> dict[str, _Backend]:
+    """``size`` backends, half local servers and half a cloud chain; each measured, as after a
+    while in service, so the local tier is ordered by predicted time to first token."""
+    if size == 2:
+        return {"local": _Backend(LOCAL_DEFAULT), "cloud": _Backend(CLOUD_DEFAULT)}
+    half = size // 2
+    backends = {f"spark-{i}": _Backend(attrs.evolve(LOCAL_DEFAULT, base_url=f"http://10.0.0.{i}:8080/v1"))
+                for i in range(half)}
+    backends.update({f"cloud-{i}": _Backend(attrs.evolve(CLOUD_DEFAULT, order=i)) for i in range(size - half)})
+    return backends
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -94,14 +107,13 @@ def main() -> None:
     scorer_times(scorer, args.repeat)
     print(f"# routing decision time  ({platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, counter {sizing.method}, {args.repeat} runs each)")
-    print(f"{'conversation':>14} {'messages':>9} {'first p50':>10} {'first p99':>10} "
+    print(f"{'backends':>8} {'conversation':>14} {'messages':>9} {'first p50':>10} {'first p99':>10} "
           f"{'follow-up p50':>14} {'follow-up p99':>14}")
-    for target in (1_000, 32_000, 128_000):
+    for size, target in [(n, t) for n in (2, 8) for t in (1_000, 32_000, 128_000)]:
         base = conversation(target, rng, sizing)
         first, later = [], []
         for _ in range(args.repeat):
-            router = Router({"local": _Backend(LOCAL_DEFAULT), "cloud": _Backend(CLOUD_DEFAULT)},
-                            RoutingConfig(), TokenCounter.default(), scorer=scorer)
+            router = Router(pool(size), RoutingConfig(), TokenCounter.default(), scorer=scorer)
             # Every body is freshly parsed JSON, as a request's would be: no string object (and
             # no cached string hash) survives from one turn to the next.
             body = orjson.loads(orjson.dumps({"model": "glm-4.7", "messages": base}))
@@ -116,7 +128,7 @@ def main() -> None:
         tokens = sizing.count_messages(base)
         ms = [1000 * x for x in (statistics.median(first), percentile(first, 0.99),
                                  statistics.median(later), percentile(later, 0.99))]
-        print(f"{tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms {ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
+        print(f"{size:>8} {tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms {ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
 
 
 if __name__ == "__main__":
