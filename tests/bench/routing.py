@@ -128,7 +128,8 @@ def main() -> None:
         tokens = sizing.count_messages(base)
         ms = [1000 * x for x in (statistics.median(first), percentile(first, 0.99),
                                  statistics.median(later), percentile(later, 0.99))]
-        print(f"{size:>8} {tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms {ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
+        print(f"{size:>8} {tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms "
+              f"{ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
 
 
 if __name__ == "__main__":
