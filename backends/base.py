@@ -6,7 +6,8 @@ owns and closes it). Kinds override a few hooks for their wire quirks:
 - :meth:`Backend.upstream_body` shapes the request for the upstream;
 - :meth:`Backend.normalise_chunk` / :meth:`Backend.normalise_completion` bring responses to the
   OpenAI/llama.cpp field names Cline reads;
-- :meth:`Backend.retry_after_hint` and :meth:`Backend.observe_headers` read rate-limit headers.
+- :meth:`HTTPBackend.retry_after_hint` and :meth:`HTTPBackend.read_limits` read rate-limit
+  headers; the readings travel on the response's first chunk (``Chunk.limits``) or its error.
 
 Example::
 
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from typing import Any, AsyncIterator, ClassVar, Iterator, Mapping
+from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Mapping
 
 import aiohttp
 import orjson
@@ -54,8 +55,10 @@ class HTTPBackend:
     keepalive_timeout_s: ClassVar[float] = 15.0
     end_of_body_grace_s: ClassVar[float] = 2.0
 
-    def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self.clock = clock  # the app's one clock: rate-limit readings and health are stamped with it
         self.cfg = cfg
         self.session = session
         self._url = cfg.base_url.rstrip("/")
@@ -70,9 +73,6 @@ class HTTPBackend:
         watched = max(cfg.first_token_timeout_s, cfg.stall_timeout_s) <= cfg.read_timeout_s
         self._stream_timeout = timeout(None if watched else cfg.read_timeout_s)
         self._headers = {"Content-Type": "application/json", **cfg.headers}
-        # Latest rate-limit reading per "<requests|tokens>-<minute|hour|day>" window, for
-        # routing to stop before a budget runs out. Kinds whose upstream reports none leave it empty.
-        self.rate_limits: dict[str, RateLimit] = {}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
 
@@ -147,8 +147,10 @@ class HTTPBackend:
         """Seconds to wait after a 429 that carried no ``retry-after``, from other headers."""
         return None
 
-    def observe_headers(self, headers: Mapping[str, str]) -> None:
-        """Called with every upstream response's headers (rate-limit tracking)."""
+    def read_limits(self, headers: Mapping[str, str]) -> dict[str, RateLimit]:
+        """The rate-limit windows a response's headers report, per "<requests|tokens>-<minute|
+        hour|day>", for routing to stop before a budget runs out. None, for most upstreams."""
+        return {}
 
     # --- operations ------------------------------------------------------------------------
     async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[Chunk]:
@@ -164,8 +166,11 @@ class HTTPBackend:
             resp = await self._send(payload, stream=True)
             complete = False
             try:
-                await self._check(resp)
+                limits = await self._check(resp)
+                first = bool(limits)
                 async for chunk in self._events(resp, body.get("return_progress") is True):
+                    if first:  # the headers' readings ride on the first chunk
+                        chunk, first = chunk._replace(limits=limits), False
                     yield chunk
                 complete = True
             finally:
@@ -200,8 +205,8 @@ class HTTPBackend:
         try:
             await self.models()
         except BackendError as exc:
-            return Health("down", exc.message, time.monotonic())
-        return Health("ok", "", time.monotonic())
+            return Health("down", exc.message, self.clock())
+        return Health("ok", "", self.clock())
 
     # --- plumbing --------------------------------------------------------------------------
     async def _send(self, payload: dict[str, Any], stream: bool = False) -> aiohttp.ClientResponse:
@@ -237,16 +242,19 @@ class HTTPBackend:
             # itself when they arrive; an upstream that never ends the body loses it here.
             asyncio.get_running_loop().call_later(self.end_of_body_grace_s, resp.close)
 
-    async def _check(self, resp: aiohttp.ClientResponse) -> None:
-        self.observe_headers(resp.headers)
+    async def _check(self, resp: aiohttp.ClientResponse) -> dict[str, RateLimit]:
+        """The response's rate-limit readings; raises its error (carrying them) if it failed."""
+        limits = self.read_limits(resp.headers)
         if resp.status < 400:
-            return
+            return limits
         raw = await resp.read()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = raw.decode("utf-8", "replace")[:500]
-        raise self.error_from(resp.status, body, resp.headers)
+        error = self.error_from(resp.status, body, resp.headers)
+        error.limits = limits
+        raise error
 
     async def _events(self, resp: aiohttp.ClientResponse, keep_progress: bool = False) -> AsyncIterator[Chunk]:
         decoder = SSEDecoder()

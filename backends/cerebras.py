@@ -9,7 +9,6 @@ whose reset values are float seconds.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar, Mapping
 
 from backends.events import RateLimit
@@ -49,15 +48,12 @@ class Cerebras(OpenAICompatible):
         out["messages"] = [_cerebras_message(m) for m in out.get("messages") or ()]
         return out
 
-    def observe_headers(self, headers: Mapping[str, str]) -> None:
-        now = time.monotonic()
-        for window in _windows(headers):
-            self.rate_limits[window] = RateLimit(
-                _float(headers.get(f"x-ratelimit-limit-{window}")),
-                _float(headers.get(f"x-ratelimit-remaining-{window}")),
-                _float(headers.get(f"x-ratelimit-reset-{window}")),
-                now,
-            )
+    def read_limits(self, headers: Mapping[str, str]) -> dict[str, RateLimit]:
+        now = self.clock()
+        return {window: RateLimit(_float(headers.get(f"x-ratelimit-limit-{window}")),
+                                  _float(headers.get(f"x-ratelimit-remaining-{window}")),
+                                  _float(headers.get(f"x-ratelimit-reset-{window}")), now)
+                for window in _windows(headers)}
 
     def retry_after_hint(self, headers: Mapping[str, str]) -> float | None:
         """Cline only reads ``retry-after``; derive it from the rate-limit reset headers.

@@ -16,6 +16,8 @@ inside the stream); routing's watchdog adds ``ttft`` and ``stall``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BackendError(Exception):
     """Base of the tree. ``status`` is the HTTP status to show a client (502 if none applies)."""
@@ -44,6 +46,8 @@ class BackendError(Exception):
         self.type = type or self.default_type
         self.code = code
         self.param = param
+        # The rate-limit windows the failed response's headers reported (a 429 says the most).
+        self.limits: dict[str, Any] = {}
 
     def __str__(self) -> str:
         return f"{self.backend}: {self.message} (status {self.status})"

@@ -1,12 +1,13 @@
 """What a backend hands back: streamed chunks, prefill readings, rate-limit windows, health.
 
-Plain values; readings travel with the chunks that carried them (``Chunk.progress``) so the
-watchdog and the router read them without poking at backend objects.
+Plain values; readings travel with the chunks (``Chunk.progress``, ``Chunk.limits``) or errors
+(``BackendError.limits``) that carried them, so the watchdog and the router's backend states read
+them without poking at backend objects.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import attrs
 
@@ -28,6 +29,7 @@ class Chunk(NamedTuple):
     relay can forward it without serialising again; ``None`` means "serialise ``data``".
     ``progress`` is a prefill reading the chunk carried; ``silent`` marks a chunk that only
     carried one, which the watchdog reads and the client, who did not ask for progress, never sees.
+    ``limits``: on a response's first chunk, the rate-limit windows its headers reported.
     (A NamedTuple, not attrs: one is built per streamed token.)
     """
 
@@ -35,6 +37,7 @@ class Chunk(NamedTuple):
     raw: bytes | None = None
     progress: Progress | None = None
     silent: bool = False
+    limits: Mapping[str, RateLimit] | None = None
 
 
 @attrs.frozen

@@ -8,7 +8,6 @@ closes the TCP connection although it advertised keep-alive.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar, Mapping
 
 import aiohttp
@@ -77,12 +76,12 @@ class LlamaCpp(HTTPBackend):
                                             timeout=self._timeout) as resp:
                     body = await resp.read()
         except BackendError as exc:
-            return Health("down", exc.message, time.monotonic())
+            return Health("down", exc.message, self.clock())
         if resp.status == 200:
-            return Health("ok", "", time.monotonic())
+            return Health("ok", "", self.clock())
         if resp.status == 503:
-            return Health("loading", _error_message(body) or "loading model", time.monotonic())
-        return Health("down", f"/health answered HTTP {resp.status}", time.monotonic())
+            return Health("loading", _error_message(body) or "loading model", self.clock())
+        return Health("down", f"/health answered HTTP {resp.status}", self.clock())
 
     async def context_limit(self) -> int | None:
         """Per-slot context of the running server (``-c`` divided among ``-np`` slots)."""

@@ -1,14 +1,15 @@
 """The Backend protocol: what routing and the gateway may ask of an upstream, and nothing more.
 
 Routing asks a backend what it can do (``caps``) and which tier it is in, never its name or
-kind. :class:`backends.base.HTTPBackend` implements this for every OpenAI-compatible dialect;
+kind. What a backend measures (rate-limit headers, llama.cpp timings, prefill progress) comes
+back as readings on its chunks and errors, never as state on the backend object.
+:class:`backends.base.HTTPBackend` implements this for every OpenAI-compatible dialect;
 tests implement it with scripted fakes.
 
     class Echo:                                    # a backend is any object of this shape
         name, tier = "echo", "local"
         cfg = BackendConfig(...)                    # timeouts the watchdog reads
         caps = Capabilities(context_window=8192, prefill=True)
-        rate_limits = {}
         async def stream(self, body): yield Chunk({...})
         ...
 """
@@ -19,7 +20,7 @@ from typing import Any, AsyncIterator, Mapping, Protocol, runtime_checkable
 
 import attrs
 
-from backends.events import Chunk, Health, RateLimit
+from backends.events import Chunk, Health
 from config.schema import BackendConfig
 
 
@@ -48,11 +49,6 @@ class Backend(Protocol):
 
     @property
     def caps(self) -> Capabilities: ...
-
-    @property
-    def rate_limits(self) -> Mapping[str, RateLimit]:
-        """The latest rate-limit reading per window, as the upstream last reported it."""
-        ...
 
     def stream(self, body: Mapping[str, Any]) -> AsyncIterator[Chunk]: ...
 

@@ -98,7 +98,7 @@ def _backends_ctx(names: list[str], sessions: Mapping[str, aiohttp.ClientSession
                 # keep-alive rules (llama.cpp's) never affect the other.
                 session = cls.make_session()
                 owned.append(session)
-            backends[name] = cls(name, bcfg, session)
+            backends[name] = cls(name, bcfg, session, clock=app[CLOCK])
         ledger = await Ledger.open(cfg.ledger.path)  # LedgerError: a clear start-up failure
         budget = Budget(cfg, app[WALL_CLOCK])
         app[ROUTER] = router = Router(backends, cfg.routing, counter, clock=app[CLOCK])
@@ -127,8 +127,8 @@ def _gauges(app: web.Application) -> dict[str, Any]:
     return {
         "up": {name: health.ok for name, health in monitor.snapshot().items()},
         "tiers": {name: b.tier for name, b in router.backends.items()},
-        "ratelimits": {name: {w: rl.remaining for w, rl in b.rate_limits.items()}
-                       for name, b in router.backends.items()},
+        "ratelimits": {name: {w: rl.remaining for w, rl in limits.items()}
+                       for name, limits in router.states.rate_limits.items()},
         "budget": {period: info["remaining_usd"] for period, info in app[ACCOUNTANT].budget.report().items()},
         "streams": app[LIMITS].total_streams,
         "speeds": {name: router.states.speeds[name].report(router.states.in_flight[name]) for name in router.backends},

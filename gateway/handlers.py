@@ -215,7 +215,7 @@ async def health(request: web.Request) -> web.Response:
         backends[name]["rate_limits"] = {
             window: {"limit": rl.limit, "remaining": rl.remaining,
                      "reset_s": round(max(0.0, rl.seen_at + rl.reset_s - now), 1) if rl.reset_s is not None else None}
-            for window, rl in router.backends[name].rate_limits.items()
+            for window, rl in router.states.rate_limits[name].items()
         }
     budget = app[ACCOUNTANT].budget
     over = budget.exceeded()

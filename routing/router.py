@@ -86,8 +86,7 @@ class Router:
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
-        views = self.states.views({n: b.rate_limits for n, b in self.backends.items()}, needed, now,
-                                  features.prompt_tokens, features.conversation_key)
+        views = self.states.views(needed, now, features.prompt_tokens, features.conversation_key)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
         decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
                           escalated=escalated, pin=pin)
@@ -167,10 +166,10 @@ class Router:
         return await collect(self.stream(route, body).events(), tally), tally
 
     def usable(self, name: str) -> bool:
-        return self.states.view(name, self.backends[name].rate_limits, 0, self.clock()).unavailable() is None
+        return self.states.view(name, 0, self.clock()).unavailable() is None
 
     def recovers_at(self, name: str) -> float | None:
-        return self.states.view(name, self.backends[name].rate_limits, 0, self.clock()).recovers_at
+        return self.states.view(name, 0, self.clock()).recovers_at
 
     def spent(self, route: Route, cloud_usd: float) -> None:
         """What a finished request cost on the cloud, for its conversation's cap (the guard)."""

@@ -199,6 +199,9 @@ class BackendStates:
         self.sticky = StickyMap(cfg.sticky_ttl_s)
         self.speeds = {n: Speed() for n in backends}
         self.in_flight = {n: 0 for n in backends}
+        # The latest rate-limit reading per window, from response headers (Chunk.limits, or a
+        # failed response's BackendError.limits).
+        self.rate_limits: dict[str, dict[str, RateLimit]] = {n: {} for n in backends}
         # Each backend's place in its tier (config order breaks ties of `order`).
         self.ranks = {n: rank for rank, (_, _, n) in enumerate(sorted(
             (c.order, i, n) for i, (n, c) in enumerate(self.configs.items())))}
@@ -208,17 +211,16 @@ class BackendStates:
         learned = self.context.get(name)
         return min(configured, learned) if learned else configured
 
-    def views(self, rate_limits: Mapping[str, Mapping[str, RateLimit]], needed_tokens: int,
-              now: float, prompt_tokens: int = 0, conversation: str = "") -> dict[str, BackendView]:
-        return {name: self.view(name, rate_limits.get(name, {}), needed_tokens, now, prompt_tokens, conversation)
-                for name in self.configs}
+    def views(self, needed_tokens: int, now: float, prompt_tokens: int = 0,
+              conversation: str = "") -> dict[str, BackendView]:
+        return {name: self.view(name, needed_tokens, now, prompt_tokens, conversation) for name in self.configs}
 
-    def view(self, name: str, rate_limits: Mapping[str, RateLimit], needed_tokens: int, now: float,
-             prompt_tokens: int = 0, conversation: str = "") -> BackendView:
+    def view(self, name: str, needed_tokens: int, now: float, prompt_tokens: int = 0,
+             conversation: str = "") -> BackendView:
         until, why = self.cooling_until.get(name), "cooling down after 429"
         if until is not None and now >= until:
             until = None
-        limited = ratelimited_until(rate_limits, needed_tokens, self.cfg.ratelimit_reserve, now)
+        limited = ratelimited_until(self.rate_limits[name], needed_tokens, self.cfg.ratelimit_reserve, now)
         if limited is not None and (until is None or limited > until):
             until, why = limited, "rate limit nearly spent"
         breaker = self.breakers[name]
@@ -242,7 +244,11 @@ class BackendStates:
     def succeeded(self, name: str, now: float) -> None:
         self.breakers[name].record_success(now)
 
+    def observe_limits(self, name: str, limits: Mapping[str, RateLimit]) -> None:
+        self.rate_limits[name].update(limits)
+
     def failed(self, name: str, error: BackendError, now: float) -> None:
+        self.observe_limits(name, error.limits)
         self.breakers[name].record_failure(now)
         if error.status == 429:
             # Fixed end time: traffic during the cooldown never extends it (the original tool's

@@ -87,6 +87,8 @@ class Supervision:
                         yield Started(name, reason, flow.attempt)
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
+                        if chunk.limits:  # a response's rate-limit readings, on its first chunk
+                            states.observe_limits(name, chunk.limits)
                         for out in splice.accept(chunk):
                             yield out
                         if splice.delivered and name not in self.served:

@@ -240,10 +240,10 @@ def test_cooldown_has_a_fixed_end_under_steady_traffic():
     from backends import BackendUnavailable
     states.failed("cloud", BackendUnavailable("cloud", "slow down", status=429, retry_after=5), now=100)
     for t in range(100, 105):  # requests keep coming; each sees the cooldown, none extends it
-        assert states.views({}, 10, t)["cloud"].unavailable() == "cooling down after 429"
-    assert states.views({}, 10, 105)["cloud"].unavailable() is None
+        assert states.views(10, t)["cloud"].unavailable() == "cooling down after 429"
+    assert states.views(10, 105)["cloud"].unavailable() is None
     states.failed("cloud", BackendUnavailable("cloud", "slow down", status=429), now=200)
-    assert states.views({}, 10, 209.9)["cloud"].blocked_until == 210
+    assert states.views(10, 209.9)["cloud"].blocked_until == 210
 
 
 def test_rate_limit_headroom_compares_counts_not_a_fraction_with_20():
