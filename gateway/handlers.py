@@ -251,6 +251,10 @@ async def get_stats(request: web.Request) -> web.Response:
     body = await stats(accountant.ledger, app[WALL_CLOCK](), app[STARTED])
     body["budget"] = accountant.budget.report()
     classifier = app[ROUTER].classifier
+    # Live, not from the ledger: each backend as routing sees it now (tier, speeds, load, cache).
+    router = app[ROUTER]
+    body["servers"] = {name: {"tier": router.backends[name].tier, **state}
+                       for name, state in router.states.report(app[CLOCK]()).items()}
     body["classifier"] = {"method": app[CONFIG].routing.classifier.method, "threshold": classifier.threshold,
                           "model": classifier.scorer.meta if classifier.scorer else None}
     return json_response(body)
