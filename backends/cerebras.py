@@ -56,16 +56,15 @@ class Cerebras(OpenAICompatible):
                 for window in _windows(headers)}
 
     def retry_after_hint(self, headers: Mapping[str, str]) -> float | None:
-        """Cline only reads ``retry-after``; derive it from the rate-limit reset headers.
-
-        The exhausted window's reset if one shows ``remaining: 0``; otherwise the soonest
-        reset, since Cerebras's buckets refill continuously and the minute window recovers first.
-        """
-        resets = {w: _float(headers.get(f"x-ratelimit-reset-{w}")) for w in _windows(headers)}
-        exhausted = [r for w, r in resets.items()
-                     if r is not None and _float(headers.get(f"x-ratelimit-remaining-{w}")) == 0]
-        known = exhausted or [r for r in resets.values() if r is not None]
-        return min(known) if known else None
+        """Cline only reads ``retry-after``; derive it from the rate-limit reset headers: the reset
+        of a window that shows ``remaining: 0``. A 429 with no exhausted window hit a limit the
+        headers do not report (Cerebras's request quota, say); the soonest reset of the others
+        (often 0.05 s) says nothing about it, so there is no hint, and routing's ``cooldown_s``
+        applies (issue #14: the pool tests caught the cloud being asked again at once)."""
+        exhausted = [r for w in _windows(headers)
+                     if (r := _float(headers.get(f"x-ratelimit-reset-{w}"))) is not None
+                     and _float(headers.get(f"x-ratelimit-remaining-{w}")) == 0]
+        return min(exhausted) if exhausted else None
 
 
 def _windows(headers: Mapping[str, str]) -> list[str]:

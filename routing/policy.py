@@ -103,11 +103,18 @@ def members(tier: str, views: Mapping[str, BackendView]) -> list[str]:
     """A tier's backends, best first. The cloud tier is a chain: its configured order. Local
     servers go by predicted time to first token (queue wait + uncached prompt / prefill speed),
     then by requests in flight (what spreads load before any speed is measured), then by order.
-    A server nothing was measured on yet counts as instant, so it gets measured."""
+    An idle server nothing was measured on yet counts as instant, so it gets measured; a busy one
+    counts as slowest (it may be deep in a long prefill: measurements start afresh on restart)."""
     tier_views = [v for v in views.values() if v.tier == tier]
     if tier == "cloud":
         return [v.name for v in sorted(tier_views, key=lambda v: v.rank)]
-    return [v.name for v in sorted(tier_views, key=lambda v: (v.predicted_ttft_s or 0.0, v.in_flight, v.rank))]
+
+    def predicted(v: BackendView) -> float:
+        if v.predicted_ttft_s is not None:
+            return v.predicted_ttft_s
+        return 0.0 if v.in_flight == 0 else float("inf")
+
+    return [v.name for v in sorted(tier_views, key=lambda v: (predicted(v), v.in_flight, v.rank))]
 
 
 def decide(features: Features, classification: Classification, views: Mapping[str, BackendView],

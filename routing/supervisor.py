@@ -118,6 +118,10 @@ class Supervision:
                 return
             phase = splice.phase
             now = clock()
+            if error.status == 429 and error.retry_after is None:
+                # A 429 that names no wait (no retry-after, no exhausted window) hit a limit we
+                # cannot see: it is as good as a retry-after of the cooldown routing will apply.
+                error.retry_after = cfg.cooldown_s
             step = flow.failed(error, phase, has_content=bool(splice.content), now=now,
                                usable=router.usable, recovers_at=router.recovers_at)
             if step.blame:

@@ -30,13 +30,14 @@ async def test_429_beyond_the_time_budget_reaches_client_with_retry_after(client
     assert len(cloud_sim.requests) == 1  # not retried: waiting would break the budget
 
 
-async def test_429_without_retry_after_gets_one_from_ratelimit_reset(http, gateway_factory, cloud_sim):
+async def test_429_without_retry_after_gets_the_cooldown_as_one(http, gateway_factory, cloud_sim):
     server = await gateway_factory(routing={"max_total_s": 0.1})
     cloud_sim.default_fault = Fault.http_error(429)
     async with http.post(server.make_url("/v1/chat/completions"), json=body("glm-4.7-cloud")) as resp:
         assert resp.status == 429
-        # Cerebras sends no retry-after; its x-ratelimit-reset-* seconds become one.
-        assert int(resp.headers["Retry-After"]) >= 1
+        # Cerebras sends no retry-after and its headers show no exhausted window: the client is
+        # told the cooldown the gateway applies to that cloud (routing.cooldown_s).
+        assert int(resp.headers["Retry-After"]) == 10
         error = (await resp.json())["error"]
     assert error["code"] == "request_quota_exceeded"
 
@@ -265,3 +266,15 @@ async def test_client_gone_before_the_first_token_is_a_quiet_cancel(http, local_
         assert not gateway_errors, [r.getMessage() for r in gateway_errors]
     finally:
         await runner.cleanup()
+
+
+def test_a_429_hint_comes_only_from_an_exhausted_window():
+    from backends import Cerebras
+    from config.schema import CLOUD_DEFAULT
+
+    cerebras = Cerebras("cerebras", CLOUD_DEFAULT, session=None)  # type: ignore[arg-type]  (no I/O here)
+    headers = {"x-ratelimit-remaining-tokens-minute": "59000", "x-ratelimit-reset-tokens-minute": "0.05",
+               "x-ratelimit-remaining-requests-day": "0", "x-ratelimit-reset-requests-day": "3600.5"}
+    assert cerebras.retry_after_hint(headers) == 3600.5
+    headers["x-ratelimit-remaining-requests-day"] = "10"
+    assert cerebras.retry_after_hint(headers) is None  # a 0.05 s refill says nothing about this 429

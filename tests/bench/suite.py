@@ -8,6 +8,14 @@ for the cloud path), so the gateway is what gets measured. The gateway runs as i
 other (``taskset``, when available). Every figure is measured in the same run against the same
 simulator: direct, through the gateway, through a bare aiohttp relay (``tests/bench/floor.py``,
 the least any aiohttp gateway adds here) and, optionally, through LiteLLM's proxy.
+
+The local path pays one TCP connect per request on every side, as against a real llama-server:
+it closes the connection after every streamed response although it sent ``Keep-Alive``
+(``../shared/protocols.md`` §8), so the gateway's llama.cpp backend uses ``force_close``. The
+simulator runs with that quirk (``close_after_stream=True``), and the direct client and the
+floor relay open a fresh connection per request too; a pooled direct client would skip the
+connect every real local request pays, and flatter the baseline. The cloud path (Cerebras keeps
+connections alive) stays pooled on every side.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -40,14 +50,34 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def one_stream(http: aiohttp.ClientSession, url: str, body: dict,
-                     headers: dict[str, str] | None = None) -> tuple[float, float, int]:
+@dataclass(frozen=True)
+class Target:
+    """Where one side of a measurement sends its requests, and over which client session."""
+    http: aiohttp.ClientSession
+    url: str
+    body: dict
+    headers: dict[str, str] | None = None
+    expect: str | None = None  # the backend the gateway must name in x-glm-backend
+
+
+# Per expected backend, the backends the gateway's responses named: an old gateway could fall
+# back to the cloud when a pooled socket to llama-server died, and a cloud answer timed as a
+# local one would skew the local path's figures. Requests sent per URL, to check the cloud
+# simulator's own count against.
+SERVED: defaultdict[str, Counter[str]] = defaultdict(Counter)
+SENT: Counter[str] = Counter()
+
+
+async def one_stream(t: Target) -> tuple[float, float, int]:
     """(time to first data event, total time, data events) of one streamed request."""
     started = time.perf_counter()
     first, events = None, 0
-    async with http.post(url, json=body, headers=headers) as resp:
+    SENT[t.url] += 1
+    async with t.http.post(t.url, json=t.body, headers=t.headers) as resp:
         if resp.status != 200:  # a refused request would look fast: the run is void
-            raise RuntimeError(f"{url} answered {resp.status}: {(await resp.read())[:200]!r}")
+            raise RuntimeError(f"{t.url} answered {resp.status}: {(await resp.read())[:200]!r}")
+        if t.expect:
+            SERVED[t.expect][resp.headers.get("x-glm-backend", "none")] += 1
         async for line in resp.content:
             if line.startswith(b"data: "):
                 events += 1
@@ -68,10 +98,9 @@ def quiet_gc() -> Iterator[None]:
         gc.enable()
 
 
-async def load(http, url: str, body: dict, concurrency: int, per_worker: int,
-               headers: dict[str, str] | None = None) -> list[tuple[float, float, int]]:
+async def load(t: Target, concurrency: int, per_worker: int) -> list[tuple[float, float, int]]:
     async def worker() -> list[tuple[float, float, int]]:
-        return [await one_stream(http, url, body, headers) for _ in range(per_worker)]
+        return [await one_stream(t) for _ in range(per_worker)]
 
     with quiet_gc():
         return [r for rs in await asyncio.gather(*(worker() for _ in range(concurrency))) for r in rs]
@@ -103,6 +132,16 @@ ledger: {{path: "{workdir / 'ledger.sqlite3'}"}}
 server: {{keepalive_s: 60}}
 """)
     return start_pinned([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)])
+
+
+def start_floor(port: int, upstream: str) -> subprocess.Popen:
+    """The floor relay, with a fresh connection per request to the simulator: the gateway's
+    llama.cpp backend uses ``force_close`` (real llama-server closes after every stream,
+    protocols.md §8), and a pooled floor would also hand requests dead sockets."""
+    code = ("import functools, runpy, aiohttp; "
+            "aiohttp.TCPConnector = functools.partial(aiohttp.TCPConnector, force_close=True); "
+            "runpy.run_module('tests.bench.floor', run_name='__main__')")
+    return start_pinned([sys.executable, "-c", code, str(port), upstream])
 
 
 def start_pinned(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -143,7 +182,7 @@ async def wait_up(http, url: str, path: str = "/health", timeout: float = 10.0) 
     raise RuntimeError(f"{url} did not start")
 
 
-async def peer(http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, quick: bool,
+async def peer(http, local_http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, quick: bool,
                ours: dict[str, float]) -> list[str]:
     """The same overhead and throughput runs through LiteLLM, as ratios to the gateway's."""
     port = free_port()
@@ -152,32 +191,32 @@ async def peer(http, litellm: str, sim: LlamaCppSim, body: dict, workdir: Path, 
     rows = []
     try:
         await wait_up(http, f"http://127.0.0.1:{port}", "/health/liveliness", timeout=90)
-        auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
-        http.headers.update(auth)
+        via = Target(http, url, body, {"Authorization": f"Bearer {LITELLM_KEY}"})
         sim.script, sim.tokens_per_s = SHORT, None
-        pairs = await paired(http, (sim.url + "/chat/completions", body, None), (url, body, None),
-                             50 if quick else 300)
+        pairs = await paired(Target(local_http, sim.url + "/chat/completions", body), via, 50 if quick else 300)
         over = pct([p[3] - p[1] for p in pairs], 0.5)
         rows.append(f"| LiteLLM overhead, 1 stream, total | +{1e3 * over:.2f} ms p50 | "
                     f"{over / ours['overhead']:.1f}x the gateway's | |")
         sim.script = LONG
         cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-        results = await load(http, url, body, 64, 1)
+        results = await load(via, 64, 1)
         elapsed = time.perf_counter() - t0
         rate = sum(r[2] for r in results) / elapsed
         cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
         rows.append(f"| LiteLLM throughput, 64 streams | {rate:,.0f} chunks/s (CPU {100 * cpu:.0f}% of one core) | "
                     f"the gateway relays {ours['throughput'] / rate:.1f}x as many | |")
     finally:
-        http.headers.pop("Authorization", None)
         proc.terminate()
         proc.wait(timeout=30)
     return rows
 
 
-class _Forgetful(list):
+class _Counted(list):
+    """Counts the requests a simulator logs without keeping them (here they would only grow the heap)."""
+    n = 0
+
     def append(self, item: object) -> None:
-        pass
+        self.n += 1
 
 
 def overhead_row(name: str, direct: list[tuple[float, float, int]], via: list[tuple[float, float, int]],
@@ -188,15 +227,14 @@ def overhead_row(name: str, direct: list[tuple[float, float, int]], via: list[tu
             f"p99 {1e3 * g99:.2f} ms | +{1e3 * (g50 - d50):.2f} / +{1e3 * (g99 - d99):.2f} ms |")
 
 
-async def paired(http, direct: tuple[str, dict, dict | None], via: tuple[str, dict, dict | None],
-                 n: int) -> list[tuple[float, float, float, float]]:
+async def paired(direct: Target, via: Target, n: int) -> list[tuple[float, float, float, float]]:
     """One stream at a time, direct and through ``via`` alternately: (direct TTFB, direct total,
     via TTFB, via total) per pair, so the difference is taken pair by pair, under the same noise."""
     out = []
     with quiet_gc():
         for _ in range(n):
-            d = await one_stream(http, *direct)
-            v = await one_stream(http, *via)
+            d = await one_stream(direct)
+            v = await one_stream(via)
             out.append((d[0], d[1], v[0], v[1]))
     return out
 
@@ -214,37 +252,49 @@ def paired_rows(name: str, pairs: list[tuple[float, float, float, float]]) -> li
 async def main(quick: bool, litellm: str | None) -> None:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})  # load generator and simulators on core 0
-    sim = LlamaCppSim(SHORT, tokens_per_s=None, n_slots=4096, close_after_stream=False)
-    cloud = CerebrasSim(SHORT, tokens_per_s=None, api_key=CLOUD_KEY)
-    sim.requests = cloud.requests = _Forgetful()  # the log tests read; here it would only grow the heap
+    # llama-server closes the connection after every streamed response (protocols.md §8): so does
+    # the simulator here, and every side of the local path pays a connect per request.
+    sim = LlamaCppSim(SHORT, tokens_per_s=None, n_slots=4096, close_after_stream=True)
+    # Quota far above what the cloud path's runs at 32 and 256 streams spend in a minute.
+    cloud = CerebrasSim(SHORT, tokens_per_s=None, api_key=CLOUD_KEY, rate_limit_tokens_per_minute=10**12)
+    sim.requests, cloud.requests = _Counted(), _Counted()
     await sim.start()
     await cloud.start()
     port, floor_port = free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="glm-bench-"))
     proc = start_gateway(sim.url, cloud.url, port, workdir)
-    floor = start_pinned([sys.executable, "-m", "tests.bench.floor", str(floor_port), sim.url + "/chat/completions"])
+    floor = start_floor(floor_port, sim.url + "/chat/completions")
     gw = f"http://127.0.0.1:{port}"
     # An easy task as the learned scorer sees one: it names the file and the change.
     task = 'Fix the typo "recieve" in README.md'
     body = {"model": "glm-4.7", "stream": True, "messages": [{"role": "user", "content": task}]}
     rows: list[str] = []
     ours: dict[str, float] = {}
-    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=600)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
+        # Two client sessions: keep-alive toward the gateway, the floor and the cloud simulator;
+        # a fresh connection per request straight to the llama.cpp simulator, as the gateway's
+        # backend does toward llama-server (force_close, protocols.md §8: it closes after every
+        # stream). A pooled direct client would skip the connect each real local request pays.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True),
+                                      timeout=timeout) as local_http:
             await wait_up(http, gw)
             await wait_up(http, f"http://127.0.0.1:{floor_port}")
             async with http.post(gw + "/v1/chat/completions", json=body) as resp:
                 assert resp.headers["x-glm-backend"] == "local", "the routed model must pick local here"
                 await resp.read()
-            await load(http, gw + "/v1/chat/completions", body, 8, 25)  # warm-up
+            via = Target(http, gw + "/v1/chat/completions", body, expect="local")
+            direct = Target(local_http, sim.url + "/chat/completions", body)
+            relay = Target(http, f"http://127.0.0.1:{floor_port}/v1/chat/completions", body)
+            await load(via, 8, 25)  # warm-up
             # 1. Memory first, so the load runs' high-water mark is not taken for idle: RSS after a
             # warm-up, then with many slowly dripping streams open.
             idle = rss_kb(proc.pid)
             rows.append(f"| gateway RSS idle | {idle / 1024:.1f} MB | | |")
             sim.script, sim.tokens_per_s = LONG, 0.5
             for n in ((100, 500) if quick else (100, 500, 1000)):
-                tasks = [asyncio.ensure_future(one_stream(http, gw + "/v1/chat/completions", body)) for _ in range(n)]
+                tasks = [asyncio.ensure_future(one_stream(via)) for _ in range(n)]
                 for _ in range(400):
                     await asyncio.sleep(0.05)
                     if sim.live_requests() >= n:
@@ -262,34 +312,34 @@ async def main(quick: bool, litellm: str | None) -> None:
             # stream: pairs, direct then via, and percentiles of the pairwise difference. Many
             # streams: each side's own percentiles, differenced.
             n = 200 if quick else 1000
-            target = (sim.url + "/chat/completions", body, None)
-            pairs = await paired(http, target, (gw + "/v1/chat/completions", body, None), n)
+            pairs = await paired(direct, via, n)
             ours["overhead"] = pct([p[3] - p[1] for p in pairs], 0.5)
             rows += paired_rows("overhead, 1 stream (local path)", pairs)
-            bare = await paired(http, target, (f"http://127.0.0.1:{floor_port}/v1/chat/completions", body, None), n)
+            bare = await paired(direct, relay, n)
             rows += paired_rows("floor: a bare aiohttp relay, 1 stream", bare)
             # The cloud path: Cerebras's dialect over a pooled keep-alive connection. (Its own
             # conversation: sticky routing would otherwise keep "fix the typo" on the cloud.)
             cloud_body = {**body, "model": "glm-4.7-cloud", "messages": [{"role": "user", "content": "fix it"}]}
-            pairs = await paired(http, (cloud.url + "/chat/completions", {**cloud_body, "model": "zai-glm-4.7"},
-                                        {"Authorization": f"Bearer {CLOUD_KEY}"}),
-                                 (gw + "/v1/chat/completions", cloud_body, None), n)
+            cloud_direct = Target(http, cloud.url + "/chat/completions", {**cloud_body, "model": "zai-glm-4.7"},
+                                  {"Authorization": f"Bearer {CLOUD_KEY}"})
+            cloud_via = Target(http, gw + "/v1/chat/completions", cloud_body, expect="cloud")
+            pairs = await paired(cloud_direct, cloud_via, n)
             rows += paired_rows("overhead, 1 stream (cloud path)", pairs)
             for concurrency, per_worker in ((32, 20 if not quick else 5), (256, 4 if not quick else 2)):
-                urls = (sim.url + "/chat/completions", gw + "/v1/chat/completions",
-                        f"http://127.0.0.1:{floor_port}/v1/chat/completions")
-                for url in urls:  # untimed: open this many connections first, everywhere
-                    await load(http, url, body, concurrency, 1)
-                direct, via, bare = [await load(http, url, body, concurrency, per_worker) for url in urls]
+                for t in (direct, via, relay, cloud_direct, cloud_via):  # untimed: open this many connections
+                    await load(t, concurrency, 1)                      # first (where they are kept)
+                d, v, b = [await load(t, concurrency, per_worker) for t in (direct, via, relay)]
                 for name, i in (("TTFB", 0), ("total", 1)):
-                    rows.append(overhead_row(f"overhead, {concurrency} streams, {name}", direct, via, i))
-                    rows.append(overhead_row(f"floor: a bare aiohttp relay, {concurrency} streams, {name}", direct,
-                                             bare, i))
+                    rows.append(overhead_row(f"overhead, {concurrency} streams (local path), {name}", d, v, i))
+                    rows.append(overhead_row(f"floor: a bare aiohttp relay, {concurrency} streams, {name}", d, b, i))
+                d, v = [await load(t, concurrency, per_worker) for t in (cloud_direct, cloud_via)]
+                for name, i in (("TTFB", 0), ("total", 1)):
+                    rows.append(overhead_row(f"overhead, {concurrency} streams (cloud path), {name}", d, v, i))
             # 3. Relay throughput: chunks per second at high concurrency, and the gateway's CPU.
             sim.script = LONG
-            for name, url in (("direct", sim.url + "/chat/completions"), ("gateway", gw + "/v1/chat/completions")):
+            for name, t in (("direct", direct), ("gateway", via)):
                 cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                results = await load(http, url, body, 64, 1 if quick else 3)
+                results = await load(t, 64, 1 if quick else 3)
                 elapsed = time.perf_counter() - t0
                 cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed
                 chunks = sum(r[2] for r in results)
@@ -298,9 +348,20 @@ async def main(quick: bool, litellm: str | None) -> None:
                             f"chunks/s | gateway CPU {100 * cpu:.0f}% of one core | |")
             # 4. The peer, optional: LiteLLM's proxy against the same simulator, same run.
             if litellm:
-                rows += await peer(http, litellm, sim, body, workdir, quick, ours)
+                rows += await peer(http, local_http, litellm, sim, body, workdir, quick, ours)
             else:
                 rows.append("| LiteLLM | not run (pass --litellm PATH/TO/litellm) | | |")
+            # 5. Which backend served: every local-path request through the gateway must have been
+            # answered by the local backend, and the cloud simulator must have seen no more
+            # requests than the cloud path sent it.
+            await asyncio.sleep(0.5)  # the cloud simulator logs a request when it ends
+            local = SERVED["local"]
+            elsewhere = sum(local.values()) - local["local"]
+            extra = cloud.requests.n - SENT[cloud_direct.url] - SERVED["cloud"]["cloud"]
+            named = ", ".join(f"{k}: {v}" for k, v in sorted(local.items()))
+            rows.append(f"| local-path requests via the gateway not served locally | {elsewhere} of "
+                        f"{sum(local.values())} (x-glm-backend {named}) | cloud simulator: {extra} chat "
+                        f"requests beyond the cloud path's | |")
     finally:
         for p in (proc, floor):
             p.terminate()
@@ -313,6 +374,10 @@ async def main(quick: bool, litellm: str | None) -> None:
     print("|---|---|---|---|")
     print("\n".join(rows))
     print("routing decision and failover switch times: python -m tests.bench.routing / tests.bench.failover")
+    if elsewhere or extra:
+        print(f"WARNING: {elsewhere} local-path requests via the gateway were not served by the local backend "
+              f"(cloud simulator: {extra} unexpected requests); the local-path figures include them",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
