@@ -66,6 +66,14 @@ class Target:
 # simulator's own count against.
 SERVED: defaultdict[str, Counter[str]] = defaultdict(Counter)
 SENT: Counter[str] = Counter()
+PHASES: list[str] = []  # local-path requests not served locally, phase by phase
+
+
+def phase_done(name: str, _seen: list[Counter[str]] = [Counter()]) -> None:  # noqa: B006 (the last mark)
+    now = Counter(SERVED["local"])
+    since = now - _seen[0]
+    _seen[0] = now
+    PHASES.append(f"{name} {since.total() - since['local']}/{since.total()}")
 
 
 async def one_stream(t: Target) -> tuple[float, float, int]:
@@ -308,6 +316,7 @@ async def main(quick: bool, litellm: str | None) -> None:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await asyncio.sleep(0.5)
             sim.script, sim.tokens_per_s = SHORT, None
+            phase_done("warm-up and memory")
             # 2. Overhead: time to first byte and total, gateway vs direct, same simulator. One
             # stream: pairs, direct then via, and percentiles of the pairwise difference. Many
             # streams: each side's own percentiles, differenced.
@@ -315,6 +324,7 @@ async def main(quick: bool, litellm: str | None) -> None:
             pairs = await paired(direct, via, n)
             ours["overhead"] = pct([p[3] - p[1] for p in pairs], 0.5)
             rows += paired_rows("overhead, 1 stream (local path)", pairs)
+            phase_done("1 stream")
             bare = await paired(direct, relay, n)
             rows += paired_rows("floor: a bare aiohttp relay, 1 stream", bare)
             # The cloud path: Cerebras's dialect over a pooled keep-alive connection. (Its own
@@ -328,7 +338,9 @@ async def main(quick: bool, litellm: str | None) -> None:
             for concurrency, per_worker in ((32, 20 if not quick else 5), (256, 4 if not quick else 2)):
                 for t in (direct, via, relay, cloud_direct, cloud_via):  # untimed: open this many connections
                     await load(t, concurrency, 1)                      # first (where they are kept)
+                phase_done(f"{concurrency} streams, untimed")
                 d, v, b = [await load(t, concurrency, per_worker) for t in (direct, via, relay)]
+                phase_done(f"{concurrency} streams")
                 for name, i in (("TTFB", 0), ("total", 1)):
                     rows.append(overhead_row(f"overhead, {concurrency} streams (local path), {name}", d, v, i))
                     rows.append(overhead_row(f"floor: a bare aiohttp relay, {concurrency} streams, {name}", d, b, i))
@@ -346,6 +358,7 @@ async def main(quick: bool, litellm: str | None) -> None:
                 ours["throughput"] = chunks / elapsed
                 rows.append(f"| throughput {name}, 64 streams x {len(results) // 64} | {chunks / elapsed:,.0f} "
                             f"chunks/s | gateway CPU {100 * cpu:.0f}% of one core | |")
+            phase_done("throughput")
             # 4. The peer, optional: LiteLLM's proxy against the same simulator, same run.
             if litellm:
                 rows += await peer(http, local_http, litellm, sim, body, workdir, quick, ours)
@@ -362,6 +375,7 @@ async def main(quick: bool, litellm: str | None) -> None:
             rows.append(f"| local-path requests via the gateway not served locally | {elsewhere} of "
                         f"{sum(local.values())} (x-glm-backend {named}) | cloud simulator: {extra} chat "
                         f"requests beyond the cloud path's | |")
+            rows.append(f"| not served locally, by phase | {'; '.join(PHASES)} | | |")
     finally:
         for p in (proc, floor):
             p.terminate()
