@@ -178,7 +178,7 @@ class Supervision:
             hedge = Hedge()
             winner, chunks = await race(router.backends[name], router.backends[other], open_stream,
                                         router.cfg.hedge_after_s, hedge,
-                                        lambda n, exc: router.states.failed(n, exc, clock()))
+                                        lambda n, exc: router.states.failed(n, exc, clock()), clock)
             if not hedge.started:
                 return chunks, None
             return chunks, Hedged(name, other, winner)

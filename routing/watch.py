@@ -160,15 +160,15 @@ class Hedge:
 
 
 async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Backend], AsyncIterator[Chunk]],
-               hedge_after_s: float, hedge: Hedge,
-               on_failure: Callable[[str, BackendError], None]) -> tuple[str, AsyncIterator[Chunk]]:
+               hedge_after_s: float, hedge: Hedge, on_failure: Callable[[str, BackendError], None],
+               clock: Callable[[], float] = time.monotonic) -> tuple[str, AsyncIterator[Chunk]]:
     """Returns the winner's name and its stream (buffered chunks first). Raises the error of the
-    last backend standing if none produces a delta."""
-    loop = asyncio.get_running_loop()
+    last backend standing if none produces a delta. The hedge's moment is on ``clock`` (the
+    app's one clock); the loop only sleeps until then."""
     streams: dict[str, AsyncIterator[Chunk]] = {}
     pending: dict[str, asyncio.Future[Chunk]] = {}
     seen: dict[str, list[Chunk]] = {primary.name: [], secondary.name: []}
-    hedge_at = loop.time() + hedge_after_s
+    hedge_at = clock() + hedge_after_s
     error: BackendError | None = None
 
     def start(backend: Backend) -> None:
@@ -179,7 +179,7 @@ async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Back
     winner: str | None = None
     try:
         while winner is None:
-            wait = None if hedge.started else max(0.0, hedge_at - loop.time())
+            wait = None if hedge.started else max(0.0, hedge_at - clock())
             done, _ = await asyncio.wait(pending.values(), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 hedge.started = True
