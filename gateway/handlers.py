@@ -65,7 +65,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     headers = {"x-request-id": rid}
     # What happened, folded from the request's events by whichever consumer reads them.
-    tally = Outcome(route.decision.primary, route.reason)
+    tally = Outcome.of(route)
     supervision = router.stream(route, chat.body)
     wall_started = app[WALL_CLOCK]()
     accountant = app[ACCOUNTANT]

@@ -79,7 +79,7 @@ class StreamRelay:
     ``model_used`` on the final chunks (after a failover it names both backends).
     ``headers_for(backend)`` adds headers that depend on the backend serving (at commit).
 
-    >>> relay = StreamRelay(request, tally=Outcome(route.decision.primary, route.reason),
+    >>> relay = StreamRelay(request, tally=Outcome.of(route),
     ...                     headers={"x-request-id": rid}, keepalive_s=10, include_usage=False)
     >>> outcome = await relay.run(router.stream(route, body).events())
     """

@@ -115,7 +115,6 @@ class Outcome:
 
     backend: str  # the backend last tried, then the one that finished
     reason: str
-    attempts: int = 0
     failures: list[tuple[str, str]] = attrs.Factory(list)  # (backend, error) before any byte
     failovers: list[Switched] = attrs.Factory(list)  # switches after bytes reached the client
     hedge: Hedged | None = None
@@ -124,6 +123,11 @@ class Outcome:
     ttft_s: float | None = None
     error: BackendError | None = None
     finished: bool = False
+
+    @classmethod
+    def of(cls, route: Any) -> Outcome:
+        """The fold for a request about to run ``route`` (a :class:`routing.router.Route`)."""
+        return cls(route.decision.primary, route.reason)
 
     @property
     def model_used(self) -> str:
@@ -134,7 +138,7 @@ class Outcome:
         if kind is Chunk:
             return
         if kind is Started:
-            self.backend, self.reason, self.attempts = event.backend, event.reason, event.attempt
+            self.backend, self.reason = event.backend, event.reason
         elif kind is Switched:
             if event.after_first_byte:
                 self.failovers.append(event)

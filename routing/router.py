@@ -64,6 +64,9 @@ class Router:
         self.clock, self.sleep, self.rand = clock, sleep, rand
         self.classifier = Classifier(cfg.classifier, scorer)  # scorer: a loaded model to share (benchmarks)
         self.states = BackendStates({name: b.cfg for name, b in backends.items()}, cfg)
+        # What the failure state machine needs of each backend; fixed for the router's life.
+        self.tiers = {name: b.tier for name, b in backends.items()}
+        self.prefill = {name: b.caps.prefill for name, b in backends.items()}
         self.detector = Detector(cfg.escalation)
         self.known_tasks = KnownTasks()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
@@ -162,7 +165,7 @@ class Router:
     async def complete(self, route: Route, body: Mapping[str, Any]) -> tuple[dict[str, Any], Outcome]:
         """Non-streaming requests stream upstream too, so they get the same protection. Raises
         the request's error if it failed."""
-        tally = Outcome(route.decision.primary, route.reason)
+        tally = Outcome.of(route)
         return await collect(self.stream(route, body).events(), tally), tally
 
     def usable(self, name: str) -> bool:

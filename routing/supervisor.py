@@ -55,8 +55,7 @@ class Supervision:
         router, route, splice = self.router, self.route, self.splice
         cfg, states, clock = router.cfg, router.states, router.clock
         started = clock()
-        flow = Flow(route.decision, cfg, tiers={n: b.tier for n, b in router.backends.items()},
-                    prefill={n: b.caps.prefill for n, b in router.backends.items()}, started=started,
+        flow = Flow(route.decision, cfg, tiers=router.tiers, prefill=router.prefill, started=started,
                     rand=router.rand)
         step = flow.first()
         request: Mapping[str, Any] = self.body
@@ -172,8 +171,8 @@ class Supervision:
             return watched(backend, backend.stream(request), abandon, switchable, clock)
 
         # A hedge races the first choice of the local tier with the first of the cloud's.
-        tier = router.backends[name].tier
-        other = next((n for n in decision.candidates if router.backends[n].tier != tier), None)
+        tier = router.tiers[name]
+        other = next((n for n in decision.candidates if router.tiers[n] != tier), None)
         if first and router.cfg.hedge_after_s > 0 and other is not None and tier == "local" and router.usable(other):
             hedge = Hedge()
             winner, chunks = await race(router.backends[name], router.backends[other], open_stream,
