@@ -7,6 +7,7 @@
 
 from backends.base import HTTPBackend
 from backends.cerebras import Cerebras
+from backends.clock import Clock, ManualClock, SystemClock, as_clock
 from backends.errors import (
     BackendError,
     BackendProtocolError,
@@ -25,6 +26,6 @@ BACKEND_KINDS: dict[str, type[HTTPBackend]] = {
 
 __all__ = [
     "BACKEND_KINDS", "Backend", "BackendError", "BackendProtocolError", "BackendRejected", "BackendUnavailable",
-    "Capabilities", "Cerebras", "Chunk", "ContextOverflow", "HTTPBackend", "Health", "LlamaCpp",
-    "OpenAICompatible", "Progress", "RateLimit",
+    "Capabilities", "Cerebras", "Chunk", "Clock", "ContextOverflow", "HTTPBackend", "Health", "LlamaCpp",
+    "ManualClock", "OpenAICompatible", "Progress", "RateLimit", "SystemClock", "as_clock",
 ]

@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator, Callable, ClassVar, Iterator, Mapping
 import aiohttp
 import orjson
 
+from backends.clock import Clock, SystemClock, as_clock
 from backends.errors import (
     BackendError,
     BackendProtocolError,
@@ -56,9 +57,11 @@ class HTTPBackend:
     end_of_body_grace_s: ClassVar[float] = 2.0
 
     def __init__(self, name: str, cfg: BackendConfig, session: aiohttp.ClientSession,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock | Callable[[], float] | None = None) -> None:
         self.name = name
-        self.clock = clock  # the app's one clock: rate-limit readings and health are stamped with it
+        # The app's one clock: it stamps rate-limit readings and health, and times the grace
+        # an answered body gets to end.
+        self.clock = as_clock(clock) if clock is not None else SystemClock()
         self.cfg = cfg
         self.session = session
         self._url = cfg.base_url.rstrip("/")
@@ -240,7 +243,7 @@ class HTTPBackend:
             # The answer is complete but the body's last bytes (Cerebras sends no [DONE]; the
             # chunked terminator may trail) are still on the way. aiohttp pools the socket by
             # itself when they arrive; an upstream that never ends the body loses it here.
-            asyncio.get_running_loop().call_later(self.end_of_body_grace_s, resp.close)
+            self.clock.call_later(self.end_of_body_grace_s, resp.close)
 
     async def _check(self, resp: aiohttp.ClientResponse) -> dict[str, RateLimit]:
         """The response's rate-limit readings; raises its error (carrying them) if it failed."""

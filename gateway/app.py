@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from backends import BACKEND_KINDS, Backend
+from backends import BACKEND_KINDS, Backend, Clock, SystemClock, as_clock
 from config import GatewayConfig
 from gateway import handlers
 from gateway.accounting import Accountant, Budget
@@ -48,13 +48,14 @@ from routing import REASONS, Router, TokenCounter
 
 
 def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSession] | None = None,
-               clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+               clock: Clock | Callable[[], float] | None = None, wall_clock: Callable[[], float] = time.time,
                token_counter: TokenCounter | None = None,
                registry: CollectorRegistry | None = None) -> web.Application:
     """Build the gateway app. ``sessions`` (backend name -> ClientSession) replaces the pooled sessions
     the app would create; the caller then owns and closes them. ``token_counter`` defaults to
     tiktoken's cl100k_base loaded offline, or the calibrated estimate. ``wall_clock`` dates
-    ledger rows and budget periods (UTC); ``clock`` times everything else."""
+    ledger rows and budget periods (UTC); ``clock`` (:class:`backends.Clock`, the system's by
+    default) times everything else: readings, the watchdog, the hedge and the retry waits."""
     app = web.Application(
         # The request log sits outside the error middleware: it sees every rendered error.
         middlewares=[request_id_middleware, request_log_middleware, error_middleware, auth_middleware],
@@ -62,11 +63,11 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
         client_max_size=cfg.server.max_body_bytes,
     )
     app[CONFIG] = cfg
-    app[CLOCK] = clock
+    app[CLOCK] = as_clock(clock) if clock is not None else SystemClock()
     app[WALL_CLOCK] = wall_clock
     app[STARTED] = wall_clock()
     app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
-    app[LIMITS] = Limits(cfg, clock)
+    app[LIMITS] = Limits(cfg, app[CLOCK])
     app[STREAMS] = ActiveStreams()
     enabled = cfg.enabled_backends()
     app[MODEL_IDS] = {model: pin for model, pin in cfg.model_ids().items()

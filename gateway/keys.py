@@ -7,6 +7,7 @@ from typing import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from backends import Clock
 from config import GatewayConfig
 from gateway.accounting import Accountant
 from gateway.health import HealthMonitor
@@ -17,7 +18,7 @@ from routing import Router
 CONFIG = web.AppKey("config", GatewayConfig)
 HEALTH = web.AppKey("health", HealthMonitor)
 ROUTER = web.AppKey("router", Router)
-CLOCK = web.AppKey("clock", Callable[[], float])
+CLOCK = web.AppKey("clock", Clock)
 WALL_CLOCK = web.AppKey("wall_clock", Callable[[], float])
 STARTED = web.AppKey("started", float)
 REGISTRY = web.AppKey("registry", CollectorRegistry)

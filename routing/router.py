@@ -12,15 +12,13 @@ happens when an attempt fails is the pure :class:`routing.flow.Flow`; the I/O lo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 from typing import Any, Awaitable, Callable, Mapping
 
 import attrs
 
-from backends import Backend
+from backends import Backend, Clock, SystemClock, as_clock
 from config.schema import RoutingConfig
 from routing.assemble import collect
 from routing.classifier import Classification, Classifier
@@ -55,13 +53,16 @@ class Route:
 
 class Router:
     def __init__(self, backends: Mapping[str, Backend], cfg: RoutingConfig, counter: TokenCounter, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 clock: Clock | Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] | None = None,
                  rand: Callable[[], float] = random.random, scorer: Scorer | None = None) -> None:
         self.backends = backends
         self.cfg = cfg
         self.counter = counter
-        self.clock, self.sleep, self.rand = clock, sleep, rand
+        # One clock for readings, the watchdog's and hedge's timers, and the retry waits.
+        self.clock = as_clock(clock) if clock is not None else SystemClock()
+        self.sleep = sleep or self.clock.sleep
+        self.rand = rand
         self.classifier = Classifier(cfg.classifier, scorer)  # scorer: a loaded model to share (benchmarks)
         self.states = BackendStates({name: b.cfg for name, b in backends.items()}, cfg)
         # What the failure state machine needs of each backend; fixed for the router's life.
@@ -71,7 +72,7 @@ class Router:
         self.known_tasks = KnownTasks()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
         judge_backend = self._judge_backend(cfg.judge.backend) if cfg.judge.enabled else None
-        self.judge = Judge(judge_backend, cfg.judge, clock) if judge_backend is not None else None
+        self.judge = Judge(judge_backend, cfg.judge, self.clock) if judge_backend is not None else None
 
     def _judge_backend(self, name: str) -> Backend | None:
         """A backend by name, or a tier's first (by order): ``judge.backend: local`` means the

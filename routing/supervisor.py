@@ -168,7 +168,7 @@ class Supervision:
             return any(n != name and router.usable(n) for n in (*decision.candidates, *decision.reserve))
 
         def open_stream(backend: Backend) -> AsyncIterator[Chunk]:
-            return watched(backend, backend.stream(request), abandon, switchable, clock)
+            return watched(backend, backend.stream(request), abandon, switchable, clock=clock)
 
         # A hedge races the first choice of the local tier with the first of the cloud's.
         tier = router.tiers[name]
@@ -177,7 +177,7 @@ class Supervision:
             hedge = Hedge()
             winner, chunks = await race(router.backends[name], router.backends[other], open_stream,
                                         router.cfg.hedge_after_s, hedge,
-                                        lambda n, exc: router.states.failed(n, exc, clock()), clock)
+                                        lambda n, exc: router.states.failed(n, exc, clock()), clock=clock)
             if not hedge.started:
                 return chunks, None
             return chunks, Hedged(name, other, winner)

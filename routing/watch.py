@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import AsyncIterator, Callable
 
 import attrs
 
-from backends import Backend, BackendError, BackendUnavailable, Chunk, Progress
+from backends import Backend, BackendError, BackendUnavailable, Chunk, Clock, Progress
+from backends.clock import Timer
 from routing.splice import is_delta
 
 
 async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                   abandon: Callable[[float], str | None] | None = None,
-                  switchable: Callable[[], bool] = lambda: True,
-                  clock: Callable[[], float] = time.monotonic) -> AsyncIterator[Chunk]:
+                  switchable: Callable[[], bool] = lambda: True, *, clock: Clock) -> AsyncIterator[Chunk]:
     """``chunks`` under the first-token and stall watchdogs. A backend that reports prefill
     progress (llama.cpp's ``prompt_progress``) is judged by it before its first token: a prefill
     that keeps progressing is not a stall, and one whose ETA runs past ``first_token_timeout_s``
@@ -37,7 +36,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
     Chunks that only carried progress are not passed on."""
     cfg = backend.cfg
     started = clock()
-    dog = _Watchdog(asyncio.get_running_loop(), clock, started + cfg.first_token_timeout_s)
+    dog = _Watchdog(clock, started + cfg.first_token_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
     role: Chunk | None = None  # a silent progress chunk's role, for the first chunk the client gets
     async with contextlib.aclosing(chunks):
@@ -103,19 +102,17 @@ class _Watchdog:
     """One timer per stream, not one per chunk (``asyncio.timeout`` would arm and cancel a timer
     for every token). Moving the deadline later is an assignment; the timer, when it fires
     early, re-arms itself for the current deadline, and it only cancels a task that is waiting
-    on the upstream at that moment. Deadlines are on the injected clock; the loop only sleeps
-    until then."""
+    on the upstream at that moment. Deadlines and the timer are both on the injected clock."""
 
-    __slots__ = ("loop", "clock", "deadline", "task", "bit", "_handle", "_at")
+    __slots__ = ("clock", "deadline", "task", "bit", "_handle", "_at")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], deadline: float) -> None:
-        self.loop = loop
+    def __init__(self, clock: Clock, deadline: float) -> None:
         self.clock = clock
         self._at = 0.0  # the deadline the armed timer was set for
         self.deadline = deadline
         self.task: asyncio.Task[object] | None = None
         self.bit = False
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: Timer | None = None
 
     def move(self, deadline: float) -> None:
         self.deadline = deadline
@@ -126,7 +123,7 @@ class _Watchdog:
 
     def _arm(self) -> None:
         self._at = self.deadline
-        self._handle = self.loop.call_later(max(0.0, self.deadline - self.clock()), self._fire)
+        self._handle = self.clock.call_later(self.deadline - self.clock(), self._fire)
 
     def watch(self) -> asyncio.Task[object]:
         """Called before each read: the current task is the one to cancel if time runs out."""
@@ -161,15 +158,16 @@ class Hedge:
 
 async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Backend], AsyncIterator[Chunk]],
                hedge_after_s: float, hedge: Hedge, on_failure: Callable[[str, BackendError], None],
-               clock: Callable[[], float] = time.monotonic) -> tuple[str, AsyncIterator[Chunk]]:
+               *, clock: Clock) -> tuple[str, AsyncIterator[Chunk]]:
     """Returns the winner's name and its stream (buffered chunks first). Raises the error of the
-    last backend standing if none produces a delta. The hedge's moment is on ``clock`` (the
-    app's one clock); the loop only sleeps until then."""
+    last backend standing if none produces a delta. The hedge's moment is a timer on ``clock``
+    (the app's one clock), waited on alongside the primary's first chunks."""
     streams: dict[str, AsyncIterator[Chunk]] = {}
     pending: dict[str, asyncio.Future[Chunk]] = {}
     seen: dict[str, list[Chunk]] = {primary.name: [], secondary.name: []}
-    hedge_at = clock() + hedge_after_s
     error: BackendError | None = None
+    due: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    timer = clock.call_later(hedge_after_s, lambda: due.done() or due.set_result(None))
 
     def start(backend: Backend) -> None:
         streams[backend.name] = open_stream(backend)
@@ -179,12 +177,13 @@ async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Back
     winner: str | None = None
     try:
         while winner is None:
-            wait = None if hedge.started else max(0.0, hedge_at - clock())
-            done, _ = await asyncio.wait(pending.values(), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+            waiting = [*pending.values()] if hedge.started else [*pending.values(), due]
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if due in done and not hedge.started:
                 hedge.started = True
                 start(secondary)
-                continue
+                if len(done) == 1:
+                    continue
             for name in [n for n, task in pending.items() if task in done]:
                 task = pending.pop(name)
                 try:
@@ -206,6 +205,8 @@ async def race(primary: Backend, secondary: Backend, open_stream: Callable[[Back
                 assert error is not None
                 raise error
     finally:
+        timer.cancel()
+        due.cancel()
         for name, task in pending.items():
             if name != winner:
                 task.cancel()

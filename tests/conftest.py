@@ -65,11 +65,12 @@ def token_counter() -> TokenCounter:
 
 @pytest.fixture
 def gateway_factory(aiohttp_server, local_sim, cloud_sim, token_counter):
-    """Start a gateway on loopback; keyword sections tweak its config."""
+    """Start a gateway on loopback; keyword sections tweak its config. ``clock`` replaces the
+    system clock (a ``backends.ManualClock``: waits that take no real time)."""
 
-    async def start(**sections: dict[str, Any]):
+    async def start(clock: Any = None, **sections: dict[str, Any]):
         cfg = make_config(local_sim.url, cloud_sim.url, **sections)
-        return await aiohttp_server(create_app(cfg, token_counter=token_counter))
+        return await aiohttp_server(create_app(cfg, token_counter=token_counter, clock=clock))
 
     return start
 

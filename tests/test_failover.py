@@ -9,6 +9,7 @@ import time
 import openai
 import pytest
 
+from backends import ManualClock
 from backends.sim import Fault, Script
 from tests.conftest import read_sse
 
@@ -123,17 +124,17 @@ async def test_mid_answer_failure_is_continued_on_the_cloud(watched_gateway, htt
 async def test_failover_waits_out_a_short_cloud_cooldown(gateway_factory, http, same_answer, local_sim, cloud_sim):
     # The cloud is cooling down for 0.8 s after a 429 when local breaks mid-answer: a pause
     # until the cooldown ends, then the continuation, rather than an error event.
-    server = await gateway_factory(local=WATCH, cloud=WATCH, routing={"max_attempts": 1})
+    clock = ManualClock()  # the wait is on the gateway's clock: recorded, and no real time
+    server = await gateway_factory(clock, local=WATCH, cloud=WATCH, routing={"max_attempts": 1})
     cloud_sim.push_faults(Fault.http_error(429, retry_after=0.8))
     async with http.post(server.make_url("/v1/chat/completions"),
                          json={"model": "glm-4.7-cloud", "messages": TASK}) as resp:
         assert resp.status == 429  # one attempt allowed: the cloud now cools down
     local_sim.default_fault = Fault.cut_after(10)
-    started = time.monotonic()
     events, headers = await collect(server, http)
     assert_one_coherent_stream(events)
     assert text_of(events) == ANSWER
-    assert time.monotonic() - started >= 0.4  # it did wait for the cloud
+    assert clock.slept == [pytest.approx(0.81)]  # it waited for the cloud's cooldown to end, then continued
     assert cloud_sim.requests[-1].fault is None
 
 

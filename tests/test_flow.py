@@ -1,5 +1,6 @@
 """The supervisor's state machine and its event stream, with scripted backends: no sockets, no
-sleeps (the clock is a fake one the injected sleep advances)."""
+sleeps: the clock is a :class:`backends.ManualClock`, and time jumps to the next timer whenever
+every task is waiting on it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from backends import BackendRejected, BackendUnavailable, Capabilities, Chunk
+from backends import BackendRejected, BackendUnavailable, Capabilities, Chunk, ManualClock
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, ClassifierConfig, RoutingConfig
 from routing import Failed, Finished, Hedged, Outcome, Router, Serving, Started, Switched, TokenCounter, Usage
 from routing.events import BEFORE_FIRST_TOKEN, MID_CONTENT, MID_TOOL_CALL
@@ -158,27 +159,24 @@ class Scripted:
         return {**body, "continue": partial, "prefill": prefill}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now, self.sleeps = 100.0, []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, s: float) -> None:
-        self.sleeps.append(s)
-        self.now += s
-
-
-async def run(local: list[list[Any]], cloud: list[list[Any]], strategy: str = "local_first", **cfg: Any):
-    clock = Clock()
+async def run(local: list[list[Any]], cloud: list[list[Any]], strategy: str = "local_first", clock: Any = None,
+              **cfg: Any):
+    # Time moves only when every task waits on the clock: then it jumps to the next timer
+    # (a watchdog's deadline, the hedge's moment, a retry's backoff). No real sleeps.
+    clock = clock or ManualClock(100.0, sleep_advances=False)
     backends = {"local": Scripted("local", LOCAL_DEFAULT, *local), "cloud": Scripted("cloud", CLOUD_DEFAULT, *cloud)}
     router = Router(backends, RoutingConfig(classifier=ClassifierConfig(method="keywords"), **cfg), TokenCounter(),
-                    clock=clock, sleep=clock.sleep, rand=lambda: 1.0)
+                    clock=clock, rand=lambda: 1.0)
     body = {"messages": [{"role": "user", "content": "fix the typo"}]}
     route = router.route(body, strategy)
-    events = [e async for e in router.stream(route, body).events()]
-    tally = Outcome(route.decision.primary, route.reason)
+
+    async def consume() -> list[Any]:
+        return [e async for e in router.stream(route, body).events()]
+
+    task = asyncio.ensure_future(consume())
+    await clock.run_until_idle(task)
+    events = task.result()
+    tally = Outcome.of(route)
     for e in events:
         tally.fold(e)
     return [e for e in events if type(e) is not Chunk], [e for e in events if type(e) is Chunk], tally, backends
@@ -247,3 +245,38 @@ async def test_a_hedge_races_the_tiers_and_the_loser_is_accounted_as_estimated()
     assert Hedged("local", "cloud", "cloud") in control
     assert tally.usage["local"]["estimated"] and tally.served_by == ("cloud",) and text(chunks) == "fast"
     assert [e.backend for e in control if type(e) is Started] == ["local", "cloud"]
+
+
+# --- the watchdog and the hedge on the one clock: their timeouts fire with no real waiting -------
+
+async def test_a_first_token_timeout_fires_at_its_deadline_on_the_injected_clock():
+    clock = ManualClock(100.0, sleep_advances=False)
+    control, chunks, tally, _ = await run([["hold"]], [[content("from the cloud"), done()]], clock=clock)
+    switched = next(e for e in control if type(e) is Switched)
+    assert (switched.failure, switched.phase, switched.method, switched.target) == (
+        "ttft", BEFORE_FIRST_TOKEN, "restart", "cloud")
+    assert clock() == 100.0 + LOCAL_DEFAULT.first_token_timeout_s  # exactly the budget, not a moment later
+    assert text(chunks) == "from the cloud" and tally.served_by == ("cloud",)
+
+
+async def test_a_stall_is_caught_by_the_watchdog_and_continued_on_the_cloud():
+    clock = ManualClock(100.0, sleep_advances=False)
+    control, chunks, tally, b = await run([[content("The answer "), "hold"]], [[content("is 42."), done()]],
+                                          clock=clock)
+    switched = next(e for e in control if type(e) is Switched)
+    assert (switched.failure, switched.phase, switched.method) == ("stall", MID_CONTENT, "instruction")
+    assert clock() == 100.0 + LOCAL_DEFAULT.stall_timeout_s
+    assert text(chunks) == "The answer is 42." and b["cloud"].bodies[0]["continue"] == "The answer "
+
+
+async def test_the_hedge_starts_the_other_tier_at_its_moment_not_before():
+    clock = ManualClock(100.0, sleep_advances=False)
+    control, chunks, tally, _ = await run([["hold"]], [[content("fast"), done()]], clock=clock, hedge_after_s=2.5)
+    assert Hedged("local", "cloud", "cloud") in control and text(chunks) == "fast"
+    assert clock() == 102.5  # the hedge's timer, and nothing before it, moved time
+
+
+async def test_a_primary_that_answers_before_the_hedge_moment_runs_alone():
+    clock = ManualClock(100.0, sleep_advances=False)
+    control, _, tally, b = await run([[content("quick"), done()]], [], clock=clock, hedge_after_s=2.5)
+    assert not any(type(e) is Hedged for e in control) and not b["cloud"].bodies and clock() == 100.0

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from backends import BackendUnavailable, Chunk, Progress
+from backends import BackendUnavailable, Chunk, ManualClock, Progress
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
 from routing.classifier import SIMPLE, Classification
 from routing.features import Features
@@ -39,7 +39,7 @@ async def relay(backend: Fake, chunks: list[Chunk]) -> list[Chunk]:
     async def upstream():
         for chunk in chunks:
             yield chunk
-    return [c async for c in watched(backend, upstream())]
+    return [c async for c in watched(backend, upstream(), clock=ManualClock())]
 
 
 async def test_a_prefill_whose_eta_misses_the_budget_fails_at_once():
@@ -55,7 +55,7 @@ async def test_with_nowhere_else_to_go_a_slow_prefill_is_waited_for():
         yield role(Progress(100_000, 0, 1_000, 1_000))  # 99 s to go against a 30 s budget
         yield content("slow, but an answer")
 
-    chunks = [c async for c in watched(Fake(), upstream(), switchable=lambda: False)]
+    chunks = [c async for c in watched(Fake(), upstream(), switchable=lambda: False, clock=ManualClock())]
     assert chunks[-1].data["choices"][0]["delta"] == {"content": "slow, but an answer"}
 
 
@@ -80,7 +80,8 @@ async def test_an_abandon_rule_can_switch_earlier():
         yield content("late")
 
     with pytest.raises(BackendUnavailable, match="elsewhere"):
-        [c async for c in watched(Fake(), upstream(), lambda eta: "elsewhere is faster" if eta > 10 else None)]
+        [c async for c in watched(Fake(), upstream(), lambda eta: "elsewhere is faster" if eta > 10 else None,
+                                 clock=ManualClock())]
 
 
 async def test_progress_the_client_asked_for_is_relayed():

@@ -8,6 +8,7 @@ import time
 import openai
 import pytest
 
+from backends import ManualClock
 from backends.sim import Fault
 from tests.conftest import user
 
@@ -42,37 +43,43 @@ async def test_route_header_overrides_the_model_id(client):
         await ask(client, extra_headers={"x-glm-route": "mars"})
 
 
-async def test_429_retry_after_is_honoured_then_served(client, cloud_sim):
+async def test_429_retry_after_is_honoured_then_served(gateway_factory, cloud_sim):
+    # The gateway's clock is a manual one: its waits are recorded, and take no real time.
+    clock = ManualClock()
+    gateway = await gateway_factory(clock)
     cloud_sim.push_faults(Fault.http_error(429, retry_after=1))
-    assert await ask(client, model="glm-4.7-cloud") == ("cloud", "pinned", cloud_sim.script.content)
-    first, second = cloud_sim.requests
-    assert second.started - first.ended >= 1.0
+    async with openai.AsyncOpenAI(base_url=str(gateway.make_url("/v1")), api_key="x", max_retries=0) as client:
+        assert await ask(client, model="glm-4.7-cloud") == ("cloud", "pinned", cloud_sim.script.content)
+    assert [r.fault for r in cloud_sim.requests] == ["http_error", None]
+    assert clock.slept == [1.0]  # the retry waited exactly what Retry-After asked, then went again
 
 
-async def test_a_short_cooldown_is_waited_out_not_bounced(gateway, http, cloud_sim):
-    # A 429 cools the cloud down for 1 s. A request that arrives meanwhile, with nothing else
+async def test_a_short_cooldown_is_waited_out_not_bounced(gateway_factory, http, cloud_sim):
+    # A 429 cools the cloud down for 1 s. A request that arrives 0.3 s later, with nothing else
     # to go to, waits out the rest of it and is served, instead of collecting a 429 of its own.
+    clock = ManualClock()
+    gateway = await gateway_factory(clock, routing={"max_attempts": 1})
     cloud_sim.push_faults(Fault.http_error(429, retry_after=1))
     url = gateway.make_url("/v1/chat/completions")
-    first = asyncio.ensure_future(http.post(url, json={"model": "glm-4.7-cloud", "messages": user("first")}))
-    await asyncio.sleep(0.3)
-    started = time.monotonic()
+    async with http.post(url, json={"model": "glm-4.7-cloud", "messages": user("first")}) as resp:
+        assert resp.status == 429  # one attempt allowed: it is the client's to retry
+    clock.advance(0.3)
     async with http.post(url, json={"model": "glm-4.7-cloud", "messages": user("second")}) as resp:
         assert resp.status == 200, await resp.text()
-    assert 0.5 <= time.monotonic() - started < 2  # the rest of the cooldown, not a full second wait
-    async with await first as resp:
-        assert resp.status == 200
-    assert [r.fault for r in sorted(cloud_sim.requests, key=lambda r: r.started)] == ["http_error", None, None]
+    assert clock.slept == [pytest.approx(0.71)]  # the rest of the cooldown (and a hair), not a full second
+    assert [r.fault for r in cloud_sim.requests] == ["http_error", None]
 
 
-async def test_persistent_429_is_bounded_without_hammering(client, cloud_sim):
+async def test_persistent_429_is_bounded_without_hammering(gateway_factory, cloud_sim):
+    clock = ManualClock()
+    gateway = await gateway_factory(clock)
     cloud_sim.default_fault = Fault.http_error(429, retry_after=0.3)
-    with pytest.raises(openai.RateLimitError) as info:
-        await ask(client, model="glm-4.7-cloud")
+    async with openai.AsyncOpenAI(base_url=str(gateway.make_url("/v1")), api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.RateLimitError) as info:
+            await ask(client, model="glm-4.7-cloud")
     assert info.value.response.headers["retry-after"] == "1"
-    starts = [r.started for r in cloud_sim.requests]
-    assert len(starts) == 3  # routing.max_attempts
-    assert all(b - a >= 0.3 for a, b in zip(starts, starts[1:], strict=False))
+    assert len(cloud_sim.requests) == 3  # routing.max_attempts
+    assert len(clock.slept) == 2 and all(s >= 0.3 for s in clock.slept)  # never sooner than Retry-After
 
 
 async def test_500_once_then_served(client, local_sim):
