@@ -44,6 +44,15 @@ class LlamaCpp(HTTPBackend):
         super().__init__(*args, **kwargs)
         self._root = self._url[:-3] if self._url.endswith("/v1") else self._url
 
+    def upstream_body(self, body: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        out = super().upstream_body(body, stream)
+        if out.get("reasoning_effort") == "none":
+            # llama-server knows no reasoning_effort; "none" (an Anthropic request without
+            # thinking, say) is its template's enable_thinking switch.
+            del out["reasoning_effort"]
+            out["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}), "enable_thinking": False}
+        return out
+
     async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         try:
             return await super()._post(payload, timeout)

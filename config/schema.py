@@ -16,6 +16,8 @@ Nothing here reads files or the environment; see :mod:`config.loader`.
 
 from __future__ import annotations
 
+import fnmatch
+
 import attrs
 
 from config.backends import (  # noqa: F401  (re-exported)
@@ -40,6 +42,19 @@ from config.routing import (  # noqa: F401  (re-exported: the routing section li
 )
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Claude Code asks for claude-* ids: its small model (haiku) for background work (titles, topic
+# checks, the quota probe), which is cheap and latency-bound, and its main model for the work.
+DEFAULT_ALIASES = {"claude-*haiku*": "local_first", "claude-*": "auto"}
+ALIAS_TARGETS = ("auto", "local", "cloud")
+
+
+def alias_map(value: dict) -> str | None:
+    for pattern, target in value.items():
+        if not isinstance(pattern, str) or not pattern.strip():
+            return f"alias patterns must be non-empty strings (got {pattern!r})"
+        if not isinstance(target, str) or not target.strip():
+            return f"{pattern}: the target must be a string: auto, local, cloud, a strategy or a backend name"
+    return None
 
 
 LOOPBACK = ("127.", "::1", "localhost")
@@ -94,6 +109,16 @@ class ModelsConfig:
                         "backend by name.", non_empty)
     local: str = field("glm-4.7-local", "Id that pins the local tier (its fastest server).", non_empty)
     cloud: str = field("glm-4.7-cloud", "Id that pins the cloud tier (its chain).", non_empty)
+    aliases: dict = field(DEFAULT_ALIASES, "Other ids clients ask for, as glob -> target: auto (routed), local or "
+                          "cloud (pins a tier), a strategy (local_first...), or a backend name. First match wins; "
+                          "the ids above always win.", alias_map)
+
+    def alias(self, model: str) -> str | None:
+        """Where an id that is not one of ours goes, by the first alias pattern it matches."""
+        for pattern, target in self.aliases.items():
+            if fnmatch.fnmatchcase(model, pattern):
+                return target
+        return None
 
 
 @attrs.frozen
@@ -177,6 +202,10 @@ class GatewayConfig:
             for key in ("base_url", "model"):
                 if not getattr(b, key):
                     problems.append((f"backends.{name}.{key}", f"required (no default for kind {b.kind})"))
+        for pattern, target in self.models.aliases.items():
+            if target not in (*ALIAS_TARGETS, *STRATEGIES) and target not in self.backends:
+                problems.append((f"models.aliases.{pattern}", f"{target!r} is not auto, local, cloud, a strategy "
+                                 f"({', '.join(STRATEGIES)}) or a backend ({', '.join(self.backends)})"))
         only = {"local_only": "local", "cloud_only": "cloud"}.get(self.routing.strategy)
         if only and not self.tier(only):
             problems.append(("routing.strategy", f"is {self.routing.strategy}, but no {only} backend is enabled"))

@@ -143,11 +143,11 @@ class Accountant:
         self.budget.day, self.budget.month = rows[0]
 
     def row(self, route: Route, outcome: Outcome, *, request_id: str, status: str, stream: bool, started: float,
-            ended: float, duration_s: float, error: str | None) -> dict[str, Any]:
+            ended: float, duration_s: float, error: str | None, api: str = "openai") -> dict[str, Any]:
         """The ledger row. ``started``/``ended`` are wall-clock (UTC periods); the duration is
         measured on the monotonic clock, so a clock step cannot distort it."""
         row: dict[str, Any] = {
-            "id": request_id, "ts": ended, "started": started, "status": status, "stream": int(stream),
+            "id": request_id, "ts": ended, "started": started, "status": status, "stream": int(stream), "api": api,
             "strategy": route.strategy, "route_reason": outcome.reason,
             "classification": route.classification.label,
             "served_by": outcome.model_used if outcome.served_by else None,
@@ -202,11 +202,11 @@ class Accountant:
                 "judge_cost": cost(t, self.cfg.backend(verdict.backend))}
 
     def refused(self, *, request_id: str, strategy: str, stream: bool, at: float, error: str = "NoBackendAvailable",
-                guard: str | None = None) -> dict[str, Any]:
+                guard: str | None = None, api: str = "openai") -> dict[str, Any]:
         """The row of a request refused before any backend was tried: none could take it (all down,
         cooling, or over budget), or the runaway guard stopped its conversation (``guard``)."""
         row: dict[str, Any] = {name: 0 for name in NAMES if name.startswith(TIERS)}
-        row.update(id=request_id, ts=at, started=at, status="error", stream=int(stream), strategy=strategy,
+        row.update(id=request_id, ts=at, started=at, status="error", stream=int(stream), api=api, strategy=strategy,
                    route_reason="guard" if guard else "unavailable", classification=None, served_by=None,
                    first_backend=None, ttft_s=None, duration_s=0.0, error=error, failover_reason=None,
                    failover_phase=None, hedge=None, local_at_cloud_price=0.0, savings=0.0, complexity=None,

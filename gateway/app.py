@@ -22,6 +22,7 @@ from backends import BACKEND_KINDS, Backend, Clock, SystemClock, as_clock
 from config import GatewayConfig
 from gateway import handlers
 from gateway.accounting import Accountant, Budget
+from gateway.anthropic import handlers as anthropic
 from gateway.errors import Handler, error_middleware
 from gateway.health import HealthMonitor
 from gateway.keys import (
@@ -78,6 +79,10 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", handlers.chat_completions)
         app.router.add_get(f"{prefix}/models", handlers.list_models)
+        app.router.add_get(f"{prefix}/models/{{model}}", handlers.get_model)
+        # The Anthropic front (Claude Code adds ?beta=true; the query is not part of the route).
+        app.router.add_post(f"{prefix}/messages", anthropic.messages)
+        app.router.add_post(f"{prefix}/messages/count_tokens", anthropic.count_tokens)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/stats", handlers.get_stats)
     app.router.add_get("/metrics", make_aiohttp_handler(app[REGISTRY]))
@@ -145,4 +150,5 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     response = await handler(request)
     if not response.prepared:
         response.headers.setdefault("x-request-id", rid)
+        response.headers.setdefault("request-id", rid)  # the name Anthropic's SDKs read
     return response

@@ -1,4 +1,5 @@
-"""Client-facing errors, and the one middleware that renders every error as OpenAI JSON.
+"""Client-facing errors, and the one middleware that renders every error in the caller's API
+shape: OpenAI JSON, or Anthropic's for the Messages front (:func:`anthropic_error`).
 
     APIError                   an error the client should see, with its HTTP status
     ├── InvalidRequest         400 (or 413/415): the body is wrong
@@ -72,6 +73,31 @@ def backend_error_body(exc: BackendError) -> dict[str, Any]:
     return body
 
 
+# The Anthropic front's paths, and how its clients say who they are on shared ones (/v1/models).
+ANTHROPIC_PATHS = ("/v1/messages", "/messages")
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
+def wants_anthropic(request: web.Request) -> bool:
+    """Is this caller speaking Anthropic's Messages API (its paths, or ``anthropic-version``)?"""
+    return request.path.startswith(ANTHROPIC_PATHS) or "anthropic-version" in request.headers
+
+
+def anthropic_error(error: dict[str, Any], status: int) -> tuple[dict[str, Any], int]:
+    """An error object of ours as Anthropic's body and status. The type follows the status, as
+    Anthropic's does (the SDK picks its exception by status); "no backend can serve now" is
+    Anthropic's 529 ``overloaded_error``, which Claude Code knows to retry."""
+    if status == 503:
+        status = 529
+    kind = ANTHROPIC_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    message = error.get("message") or "error"
+    if error.get("param") and not message.startswith(str(error["param"])):
+        message = f"{error['param']}: {message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}, status
+
+
 def retry_after_header(seconds: float | None) -> dict[str, str]:
     # Cline's retry reads delta seconds; round up so it never comes back a moment too early.
     return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
@@ -129,6 +155,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error on %s %s", request.method, request.path)
         body = error_body("internal gateway error; see the gateway log", "server_error", None, 500)
         status, headers = 500, {}
+    error = body["error"]
+    if wants_anthropic(request):
+        body, status = anthropic_error(error, status)
+        if 400 <= status < 500 and status != 429:
+            headers = {**headers, "x-should-retry": "false"}  # as Anthropic does: a 4xx is the caller's to fix
     response = json_response(body, status, headers)
-    response[ERROR] = body["error"]
+    response[ERROR] = error
     return response

@@ -9,14 +9,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any
+from typing import Any, Protocol
 
+import attrs
 import orjson
 from aiohttp import web
 
 from backends import BackendError
 from config import TIERS
-from gateway.errors import APIError, InvalidRequest, ModelNotFound, NoBackend, json_response, retry_after_header
+from config.schema import STRATEGIES
+from gateway.anthropic import models as anthropic_models
+from gateway.errors import (
+    APIError,
+    InvalidRequest,
+    ModelNotFound,
+    NoBackend,
+    json_response,
+    retry_after_header,
+    wants_anthropic,
+)
 from gateway.keys import (
     ACCOUNTANT,
     CLIENT,
@@ -32,38 +43,75 @@ from gateway.keys import (
     WALL_CLOCK,
 )
 from gateway.logs import LOGGED
-from gateway.sse import StreamRelay
+from gateway.sse import OpenAIWire, StreamRelay, Wire
 from gateway.stats import stats
-from gateway.validation import ChatRequest, parse_chat_request
-from routing import Outcome, Router
+from gateway.validation import parse_chat_request
+from routing import Outcome, Route, Router
 from routing.assemble import collect
 from routing.errors import ConversationStopped, RoutingError
 
 log = logging.getLogger("gateway.request")
 
 
+class Parsed(Protocol):
+    """A request as a front parsed it: the internal (OpenAI-shaped) body and what serving needs."""
+
+    body: dict[str, Any]
+    model: str | None
+    stream: bool
+    non_text_parts: frozenset[str]
+
+
+class Front(Protocol):
+    """What differs between the APIs the gateway speaks: how an answer is written."""
+
+    api: str  # the ledger's and the metrics' label: openai | anthropic
+
+    def wire(self, route: Route, request_id: str) -> Wire: ...
+
+    def answer(self, data: dict[str, Any], tally: Outcome, request_id: str) -> dict[str, Any]: ...
+
+
+@attrs.frozen
+class OpenAIFront:
+    include_usage: bool
+    api = "openai"
+
+    def wire(self, route: Route, request_id: str) -> Wire:
+        return OpenAIWire(self.include_usage)
+
+    def answer(self, data: dict[str, Any], tally: Outcome, request_id: str) -> dict[str, Any]:
+        return data
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    request.app[LIMITS].admit(request[CLIENT])
+    chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"), request.app[CONFIG].limits)
+    return await serve(request, chat, OpenAIFront(chat.include_usage))
+
+
+async def serve(request: web.Request, chat: Parsed, front: Front) -> web.StreamResponse:
+    """Route one parsed request and answer it through ``front``: the relay or the assembler
+    reads the supervisor's events, and accounting records the request once, whatever happens."""
     app = request.app
     cfg, clock = app[CONFIG], app[CLOCK]
     started = clock()
     rid = request[REQUEST_ID]
     limits = app[LIMITS]
-    limits.admit(request[CLIENT])
-    chat = parse_chat_request(await request.read(), request.headers.get("Content-Type"), cfg.limits)
-    strategy, pin = _strategy(request, chat.model)
+    strategy, pin = strategy_for(request, chat.model)
     router = app[ROUTER]
     try:
         route = await router.admit(chat.body, strategy, pin)
     except RoutingError as exc:
         accountant = app[ACCOUNTANT]
-        accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream,
+        accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream, api=front.api,
                                              at=app[WALL_CLOCK](), error=type(exc).__name__,
                                              guard=exc.reason if isinstance(exc, ConversationStopped) else None))
         raise
     if cfg.logging.log_bodies:
         log.debug("request %s body %s", rid, orjson.dumps(chat.body).decode())
 
-    headers = {"x-request-id": rid}
+    headers = {"x-request-id": rid, "request-id": rid}
     # What happened, folded from the request's events by whichever consumer reads them.
     tally = Outcome.of(route)
     supervision = router.stream(route, chat.body)
@@ -80,7 +128,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request[LOGGED] = True
         for event in supervision.epilogue():  # a stream cut short still owes what it consumed
             tally.fold(event)
-        row = accountant.row(route, tally, request_id=rid, status=status, stream=chat.stream, started=wall_started,
+        row = accountant.row(route, tally, request_id=rid, status=status, stream=chat.stream, api=front.api,
+                             started=wall_started,
                              ended=app[WALL_CLOCK](), duration_s=clock() - started, error=error)
         written = asyncio.shield(accountant.record(row))  # first: the commit overlaps the log line
         # The runaway guard's per-conversation cap needs what each of its requests cost the cloud.
@@ -99,8 +148,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if chat.stream:
             # x-glm-dropped speaks for the backend serving when the response is committed (a
             # slow first token commits early: then the log line says what really happened).
-            relay = StreamRelay(request, tally=tally, headers=headers, keepalive_s=cfg.server.keepalive_s,
-                                include_usage=chat.include_usage, clock=clock,
+            relay = StreamRelay(request, tally=tally, wire=front.wire(route, rid), headers=headers,
+                                keepalive_s=cfg.server.keepalive_s, clock=clock,
                                 before_done=lambda: account("ok"), active=app[STREAMS],
                                 headers_for=(lambda name: _drop_header(chat, _dropping(router, chat, [name])))
                                 if chat.non_text_parts else None)
@@ -120,7 +169,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await account("ok")
         headers.update({"x-glm-backend": tally.backend, "x-glm-route-reason": tally.reason,
                         **_drop_header(chat, _dropping(router, chat, list(tally.served_by)))})
-        return json_response(data, headers=headers)
+        return json_response(front.answer(data, tally, rid), headers=headers)
     except (BackendError, APIError) as exc:
         status, error, failure = "error", type(exc).__name__, exc
         raise
@@ -133,7 +182,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             account(status, error)  # failed or cancelled: nobody waits for an answer, so neither do we
 
 
-def _log_entry(row: dict[str, Any], chat: ChatRequest, tally: Outcome, client: str,
+def _log_entry(row: dict[str, Any], chat: Parsed, tally: Outcome, client: str,
                failure: BackendError | APIError | None, dropped: list[str]) -> dict[str, Any]:
     """The per-request log line: the ledger row, minus zeros, plus what only the log needs."""
     entry = {k: v for k, v in row.items() if v not in (None, 0, 0.0) or k in ("status", "savings")}
@@ -147,7 +196,7 @@ def _log_entry(row: dict[str, Any], chat: ChatRequest, tally: Outcome, client: s
     return entry
 
 
-def _dropping(router: Router, chat: ChatRequest, names: list[str]) -> list[str]:
+def _dropping(router: Router, chat: Parsed, names: list[str]) -> list[str]:
     """Those of backends ``names`` that drop this request's non-text parts: a backend that takes
     no images gets the text parts only (its ``upstream_body``). Routing avoids it for such turns
     when another backend takes images; otherwise the client is told, never left to guess."""
@@ -156,12 +205,13 @@ def _dropping(router: Router, chat: ChatRequest, names: list[str]) -> list[str]:
     return [name for name in names if not router.backends[name].caps.images]
 
 
-def _drop_header(chat: ChatRequest, dropping: list[str]) -> dict[str, str]:
+def _drop_header(chat: Parsed, dropping: list[str]) -> dict[str, str]:
     return {"x-glm-dropped": ",".join(sorted(chat.non_text_parts))} if dropping else {}
 
 
-def _strategy(request: web.Request, model: str | None) -> tuple[str, str | None]:
-    """The routing strategy and the pinned backend, if any: the model id, or the ``x-glm-route``
+def strategy_for(request: web.Request, model: str | None) -> tuple[str, str | None]:
+    """The routing strategy and the pinned backend, if any: the model id (one of ours, or one
+    that ``models.aliases`` maps, such as Claude Code's ``claude-*``), or the ``x-glm-route``
     header over it, picks them."""
     cfg = request.app[CONFIG]
     model_ids = request.app[MODEL_IDS]
@@ -170,22 +220,25 @@ def _strategy(request: web.Request, model: str | None) -> tuple[str, str | None]
         # must learn why, not get whichever model a default picks.
         raise InvalidRequest(f"you must provide a model parameter; use one of: {', '.join(model_ids)}",
                              param="model", code="missing_required_parameter")
-    if model not in model_ids:
-        hint = ""
-        if model in cfg.model_ids():
-            hint = " (its backend is disabled in the config)"
-        raise ModelNotFound(f"model {model!r} is not served here{hint}; use one of: {', '.join(model_ids)}",
-                            param="model", code="model_not_found")
-    pin = model_ids[model]
+    strategy: str | None = None
+    if model in model_ids:
+        pin = model_ids[model]
+    else:
+        target = cfg.models.alias(model)
+        if target is None:
+            hint = " (its backend is disabled in the config)" if model in cfg.model_ids() else ""
+            raise ModelNotFound(f"model {model!r} is not served here{hint}; use one of: {', '.join(model_ids)}",
+                                param="model", code="model_not_found")
+        pin, strategy = _alias(cfg, model, target)
     header = request.headers.get("x-glm-route")
     if header is not None:
         choice = header.strip().lower()
         if choice not in ("local", "cloud", "auto"):
             raise InvalidRequest(f"x-glm-route must be local, cloud or auto (got {header!r})",
                                  param="x-glm-route", code="invalid_value")
-        pin = None if choice == "auto" else ("tier", choice)
+        pin, strategy = (None, None) if choice == "auto" else (("tier", choice), None)
     if pin is None:
-        return cfg.routing.strategy, None
+        return strategy or cfg.routing.strategy, None
     kind, which = pin
     if kind == "backend":
         return cfg.routing.strategy, which
@@ -194,15 +247,45 @@ def _strategy(request: web.Request, model: str | None) -> tuple[str, str | None]
     return f"{which}_only", None
 
 
+def _alias(cfg: Any, model: str, target: str) -> tuple[tuple[str, str] | None, str | None]:
+    """An alias's target as (pin, strategy)."""
+    if target in ("local", "cloud"):
+        return ("tier", target), None
+    if target in STRATEGIES:
+        return None, target
+    if target in cfg.backends:
+        if not cfg.backend(target).enabled:
+            raise NoBackend(f"model {model!r} maps to backend {target!r}, which is disabled in the config",
+                            code="backend_disabled")
+        return ("backend", target), None
+    return None, None  # auto: routed
+
+
 async def list_models(request: web.Request) -> web.Response:
+    if wants_anthropic(request):
+        return anthropic_models.list_models(request)
+    return json_response({"object": "list", "data": _model_entries(request)})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model = request.match_info["model"]
+    if wants_anthropic(request):
+        return anthropic_models.get_model(request, model)
+    for entry in _model_entries(request):
+        if entry["id"] == model:
+            return json_response(entry)
+    raise ModelNotFound(f"model {model!r} is not served here; use one of: {', '.join(request.app[MODEL_IDS])}",
+                        param="model", code="model_not_found")
+
+
+def _model_entries(request: web.Request) -> list[dict[str, Any]]:
     created = int(request.app[STARTED])
-    data = [
+    return [
         {"id": model, "object": "model", "created": created, "owned_by": "glm-token-saver",
          # "backend": what the id pins (a tier, or a backend by name); "pins" says which of the two.
          "backend": "auto" if pin is None else pin[1], "pins": None if pin is None else pin[0]}
         for model, pin in request.app[MODEL_IDS].items()
     ]
-    return json_response({"object": "list", "data": data})
 
 
 async def health(request: web.Request) -> web.Response:

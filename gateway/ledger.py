@@ -48,6 +48,8 @@ COLUMNS = (
     # Pools (issue #14): the tier columns above sum a tier's backends; this keeps each one, as
     # JSON {name: {tier, prompt, completion, cached, reasoning, cost, estimated}}.
     ("usage_by_backend", "TEXT"),
+    # The API the request came in on (issue #15): openai | anthropic.
+    ("api", "TEXT"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 

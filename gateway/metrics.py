@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 PREFIX = "glm_gateway"
 STATUSES = frozenset({"ok", "error", "cancelled"})
+APIS = frozenset({"openai", "anthropic"})  # the fronts: which API a request came in on
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 WINDOW = re.compile(r"(requests|tokens)-(minute|hour|day)")
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
@@ -41,8 +42,8 @@ class Metrics:
         names = set(self.tiers)
         # What served a request: one backend, or two joined by a failover (names from config only).
         self.served = frozenset({*names, *(f"{a}+{b}" for a in names for b in names if a != b), "none"})
-        self.requests = Counter(f"{PREFIX}_requests", "Finished requests.", ["backend", "route_reason", "status"],
-                                registry=registry)
+        self.requests = Counter(f"{PREFIX}_requests", "Finished requests, by what served them and the API they "
+                                "came in on.", ["backend", "route_reason", "status", "api"], registry=registry)
         self.tokens = Counter(f"{PREFIX}_tokens", "Tokens consumed, by backend and kind.", ["backend", "tier", "kind"],
                               registry=registry)
         self.cost = Counter(f"{PREFIX}_cost_usd", "Spend in US dollars, by backend.", ["backend", "tier"],
@@ -81,7 +82,7 @@ class Metrics:
     def observe(self, row: Mapping[str, Any]) -> None:
         served = bounded(row["served_by"] or "none", self.served)
         self._child(self.requests, served, bounded(row["route_reason"], self.reasons),
-                    bounded(row["status"], STATUSES)).inc()
+                    bounded(row["status"], STATUSES), bounded(row.get("api") or "openai", APIS)).inc()
         for name, used in row["by_backend"].items():
             if name not in self.tiers:
                 continue  # not a configured backend: never a label

@@ -1,7 +1,8 @@
 """Gateway keys and per-client limits: who may spend the owner's cloud budget, and how fast.
 
 - With ``auth.keys`` set, ``/v1/*``, ``/chat/completions``, ``/models`` and ``/stats`` need
-  ``Authorization: Bearer <key>`` (``/health`` and ``/metrics`` by config). Keys are compared
+  ``Authorization: Bearer <key>``, or ``x-api-key: <key>`` as Anthropic's clients send it
+  (``/health`` and ``/metrics`` by config). Keys are compared
   in constant time, every key every time, and are never logged: a client is known by the
   *number* of its key (``key#2``), or by its address when no keys are configured.
 
@@ -32,8 +33,10 @@ def needs_key(path: str, cfg: GatewayConfig) -> bool:
     return True
 
 
-def match_key(header: str, keys: tuple[str, ...]) -> int | None:
-    scheme, _, token = header.partition(" ")
+def match_key(header: str, keys: tuple[str, ...], bare: bool = False) -> int | None:
+    """The index of the key ``header`` carries: ``Bearer <key>``, or the key alone (``bare``:
+    the ``x-api-key`` header)."""
+    scheme, _, token = ("bearer", "", header) if bare else header.partition(" ")
     found = None
     for i, key in enumerate(keys):  # no early exit: the time taken says nothing about which matched
         if hmac.compare_digest(token.strip().encode(), key.encode()):
@@ -47,10 +50,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     keys = cfg.auth.active_keys
     client = f"addr:{request.remote}"
     if keys and needs_key(request.path, cfg):
-        found = match_key(request.headers.get("Authorization", ""), keys)
+        headers = request.headers
+        if "x-api-key" in headers:  # Anthropic's clients (ANTHROPIC_API_KEY); ANTHROPIC_AUTH_TOKEN sends Bearer
+            found = match_key(headers["x-api-key"], keys, bare=True)
+        else:
+            found = match_key(headers.get("Authorization", ""), keys)
         if found is None:
-            message = ("missing gateway key: send Authorization: Bearer <key>" if "Authorization" not in request.headers
-                       else "invalid gateway key")
+            message = ("invalid gateway key" if "Authorization" in headers or "x-api-key" in headers
+                       else "missing gateway key: send Authorization: Bearer <key> (or x-api-key: <key>)")
             raise Unauthorized(message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         client = f"key#{found + 1}"
     request[CLIENT] = client

@@ -13,6 +13,11 @@ Discipline (after aiohttp-sse, ``shared/design.md`` rule 4):
   look complete to Cline.
 - ``CancelledError`` (the client left) is never swallowed; closing the chunk iterator closes
   the upstream connection, so generation stops at once.
+
+What goes on the wire is the front's: a :class:`Wire` encodes the chunks, the normal end and
+the failure. :class:`OpenAIWire` relays OpenAI's own bytes; the Anthropic front's wire
+(:mod:`gateway.anthropic.wire`) translates each chunk into Messages events. The discipline
+above is the relay's and holds for both.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import attrs
 import orjson
@@ -35,12 +40,68 @@ DONE = b"data: [DONE]\n\n"
 
 
 class RelayResponse(EventSourceResponse):
-    """aiohttp-sse's response (headers, pings, TCP user timeout) with a raw-bytes send."""
+    """aiohttp-sse's response (headers, pings, TCP user timeout); events are written as bytes
+    the wire encoded (aiohttp-sse's send() would re-encode every event)."""
 
-    async def send_data(self, payload: bytes) -> None:
-        # One write per event; JSON payloads never contain a raw newline, so no line
-        # splitting is needed (aiohttp-sse's send() would re-encode every event).
-        await self.write(b"data: " + payload + b"\n\n")
+
+class Wire(Protocol):
+    """One front's encoding of a relayed stream. ``chunk`` gets each chunk with its finish reason
+    and usage (None on most); it returns the bytes to write, or None for nothing."""
+
+    response_class: type[RelayResponse]
+
+    def opening(self) -> bytes: ...  # written when the response is committed
+
+    def waiting(self) -> bytes: ...  # written if the first token is slow (after the opening)
+
+    def chunk(self, chunk: Chunk, finish: str | None, usage: dict[str, Any] | None,
+              tally: Outcome) -> bytes | None: ...
+
+    def closing(self, usage: dict[str, Any] | None, tally: Outcome) -> bytes: ...  # the normal end
+
+    def failure(self, body: dict[str, Any], status: int) -> bytes: ...  # the end that is not normal
+
+
+class OpenAIWire:
+    """Chat Completions chunks as the upstream sent them; the tail names what served the answer,
+    usage is stripped unless the client asked for it, and the end is ``data: [DONE]``."""
+
+    __slots__ = ("include_usage",)
+    response_class = RelayResponse
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def opening(self) -> bytes:
+        return b""
+
+    def waiting(self) -> bytes:
+        return b": waiting for the first token\n\n"
+
+    def chunk(self, chunk: Chunk, finish: str | None, usage: dict[str, Any] | None,
+              tally: Outcome) -> bytes | None:
+        if not (finish or usage):
+            return b"data: " + chunk.raw + b"\n\n" if chunk.raw is not None else _event(chunk.data)
+        # The tail of the stream: strip usage the client did not ask for (we always request
+        # it upstream), and name what served the answer.
+        data = chunk.data
+        if usage and not self.include_usage:
+            if not data.get("choices"):
+                return None
+            data = {k: v for k, v in data.items() if k != "usage"}
+        return _event({**data, "model_used": tally.model_used})
+
+    def closing(self, usage: dict[str, Any] | None, tally: Outcome) -> bytes:
+        return DONE
+
+    def failure(self, body: dict[str, Any], status: int) -> bytes:
+        return _event(body)
+
+
+def _event(data: Any) -> bytes:
+    # JSON payloads never contain a raw newline, so no line splitting is needed (aiohttp-sse's
+    # send() would re-encode every event).
+    return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 class ActiveStreams:
@@ -79,16 +140,16 @@ class StreamRelay:
     ``model_used`` on the final chunks (after a failover it names both backends).
     ``headers_for(backend)`` adds headers that depend on the backend serving (at commit).
 
-    >>> relay = StreamRelay(request, tally=Outcome.of(route),
-    ...                     headers={"x-request-id": rid}, keepalive_s=10, include_usage=False)
+    >>> relay = StreamRelay(request, tally=Outcome.of(route), wire=OpenAIWire(include_usage=False),
+    ...                     headers={"x-request-id": rid}, keepalive_s=10)
     >>> outcome = await relay.run(router.stream(route, body).events())
     """
 
-    __slots__ = ("request", "tally", "headers", "keepalive_s", "include_usage", "clock", "before_done", "active",
+    __slots__ = ("request", "tally", "wire", "headers", "keepalive_s", "clock", "before_done", "active",
                  "headers_for", "task", "aborted", "response", "outcome")  # one per open stream
 
-    def __init__(self, request: web.Request, *, tally: Outcome, headers: dict[str, str], keepalive_s: float,
-                 include_usage: bool, clock: Any = time.monotonic,
+    def __init__(self, request: web.Request, *, tally: Outcome, wire: Wire, headers: dict[str, str],
+                 keepalive_s: float, clock: Any = time.monotonic,
                  before_done: Callable[[], Awaitable[Any]] | None = None,
                  active: ActiveStreams | None = None,
                  headers_for: Callable[[str], dict[str, str]] | None = None) -> None:
@@ -97,7 +158,7 @@ class StreamRelay:
         self.headers_for = headers_for
         self.headers = headers
         self.keepalive_s = keepalive_s
-        self.include_usage = include_usage
+        self.wire = wire
         self.clock = clock
         # Runs after the last chunk and before [DONE]: the accounting write, so a client never
         # holds a complete answer that the ledger could still lose.
@@ -142,7 +203,7 @@ class StreamRelay:
                 self.outcome.status = "cancelled"
                 if self.aborted and self.response is not None:
                     self.outcome.status = "error"
-                    await self._send_body(error_body(self.aborted, "service_unavailable", None, "shutting_down"))
+                    await self._send_body(error_body(self.aborted, "service_unavailable", None, "shutting_down"), 503)
                 raise
             finally:
                 if self.active is not None:
@@ -173,7 +234,7 @@ class StreamRelay:
 
         def start_keepalive() -> None:
             nonlocal keepalive
-            keepalive = asyncio.ensure_future(self._commit(comment=b": waiting for the first token\n\n"))
+            keepalive = asyncio.ensure_future(self._commit(waiting=True))
 
         timer = asyncio.get_running_loop().call_later(self.keepalive_s, start_keepalive)
         try:
@@ -183,7 +244,7 @@ class StreamRelay:
             if keepalive is not None:
                 await keepalive  # the response must be fully committed before anything else is written
 
-    async def _commit(self, comment: bytes = b"") -> None:
+    async def _commit(self, waiting: bool = False) -> None:
         if self.response is not None:
             return
         transport = self.request.transport
@@ -194,33 +255,28 @@ class StreamRelay:
         backend = self.tally.backend
         headers = {**self.headers, **(self.headers_for(backend) if self.headers_for else {}),
                    "x-glm-backend": backend, "x-glm-route-reason": self.tally.reason}
-        response = RelayResponse(headers=headers, sep="\n", allow_all_methods=True, ping_interval=self.keepalive_s)
+        response = self.wire.response_class(headers=headers, sep="\n", allow_all_methods=True,
+                                            ping_interval=self.keepalive_s)
         await response.prepare(self.request)
         self.response = response  # only once prepared: the clean-up paths write to it
-        if comment:
-            await self.response.write(comment)
+        opening = self.wire.opening() + (self.wire.waiting() if waiting else b"")
+        if opening:
+            await response.write(opening)
 
     async def _relay(self, chunk: Chunk) -> None:
-        data, payload = chunk.data, chunk.raw
+        data = chunk.data
         choices = data.get("choices")
         finish = choices[0].get("finish_reason") if choices else None
         usage = data.get("usage")
         self.outcome.chunks += 1
-        if finish or usage:
-            # The tail of the stream: record it, strip usage the client did not ask for (we
-            # always request it upstream), and name what served the answer.
-            if finish:
-                self.outcome.finish_reason = finish
-            if usage:
-                self.outcome.usage = usage
-                if not self.include_usage:
-                    if not choices:
-                        return
-                    data = {k: v for k, v in data.items() if k != "usage"}
-            data = {**data, "model_used": self.tally.model_used}
-            payload = None
-        assert self.response is not None
-        await self.response.send_data(payload if payload is not None else orjson.dumps(data))
+        if finish:
+            self.outcome.finish_reason = finish
+        if usage:
+            self.outcome.usage = usage
+        payload = self.wire.chunk(chunk, finish, usage, self.tally)
+        if payload:
+            assert self.response is not None
+            await self.response.write(payload)
 
     async def _finish(self) -> None:
         await self._commit()
@@ -228,16 +284,16 @@ class StreamRelay:
         self.outcome.status = "ok"
         if self.before_done is not None:
             await self.before_done()
-        await self.response.write(DONE)
+        await self.response.write(self.wire.closing(self.outcome.usage, self.tally))
         await self.response.write_eof()
         self.outcome.status = "ok"
 
     async def _send_error(self, exc: BackendError) -> None:
-        await self._send_body(backend_error_body(exc))
+        await self._send_body(backend_error_body(exc), exc.status)
 
-    async def _send_body(self, body: dict[str, Any]) -> None:
+    async def _send_body(self, body: dict[str, Any], status: int) -> None:
         """One final error event, then the end: no [DONE], so it cannot pass for complete."""
         assert self.response is not None
         with contextlib.suppress(ConnectionResetError):
-            await self.response.send_data(orjson.dumps(body))
+            await self.response.write(self.wire.failure(body, status))
             await self.response.write_eof()

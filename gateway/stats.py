@@ -58,6 +58,11 @@ async def window(ledger: Ledger, since: float) -> dict[str, Any]:
         rows = await ledger.query(f"SELECT {column}, count(*) FROM requests WHERE ts >= ? AND {column} IS NOT NULL "
                                   f"GROUP BY {column}", (since,))
         out[name] = dict(rows)
+    # By front (issue #15); rows from before the Anthropic front have no api and came in on OpenAI's.
+    out["by_api"] = {api: {"requests": k, "cost_usd": round(usd, 6), "savings_usd": round(saved, 6)}
+                     for api, k, usd, saved in await ledger.query(
+                         "SELECT coalesce(api, 'openai'), count(*), coalesce(sum(cloud_cost + local_cost), 0), "
+                         "coalesce(sum(savings), 0) FROM requests WHERE ts >= ? GROUP BY 1", (since,))}
     rows = await ledger.query("SELECT failover_reason, failover_phase, count(*) FROM requests WHERE ts >= ? "
                               "AND failover_reason IS NOT NULL GROUP BY 1, 2", (since,))
     out["failovers"] = [{"reason": r, "phase": p, "count": c} for r, p, c in rows]

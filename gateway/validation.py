@@ -69,7 +69,7 @@ def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfi
         raise InvalidRequest(f"request body must be a JSON object, not {_kind(body)}", code="invalid_body")
     non_text = _check_messages(body.get("messages"))
     if limits is not None:
-        _check_size(body["messages"], limits)
+        check_size(body["messages"], limits)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest(f"model must be a string, not {_kind(model)}", param="model",
@@ -128,7 +128,7 @@ def _check_messages(messages: Any) -> frozenset[str]:
     return frozenset(non_text)
 
 
-def _check_size(messages: list[Any], limits: LimitsConfig) -> None:
+def check_size(messages: list[Any], limits: LimitsConfig) -> None:
     if len(messages) > limits.max_messages:
         raise InvalidRequest(f"too many messages: {len(messages)} (at most {limits.max_messages})",
                              param="messages", code="too_many_messages")

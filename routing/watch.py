@@ -36,7 +36,7 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
     Chunks that only carried progress are not passed on."""
     cfg = backend.cfg
     started = clock()
-    dog = _Watchdog(clock, started + cfg.first_token_timeout_s)
+    dog = _Watchdog(asyncio.get_running_loop(), clock, started + cfg.first_token_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
     role: Chunk | None = None  # a silent progress chunk's role, for the first chunk the client gets
     async with contextlib.aclosing(chunks):
@@ -104,9 +104,10 @@ class _Watchdog:
     early, re-arms itself for the current deadline, and it only cancels a task that is waiting
     on the upstream at that moment. Deadlines and the timer are both on the injected clock."""
 
-    __slots__ = ("clock", "deadline", "task", "bit", "_handle", "_at")
+    __slots__ = ("loop", "clock", "deadline", "task", "bit", "_handle", "_at")
 
-    def __init__(self, clock: Clock, deadline: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, deadline: float) -> None:
+        self.loop = loop
         self.clock = clock
         self._at = 0.0  # the deadline the armed timer was set for
         self.deadline = deadline
@@ -127,7 +128,9 @@ class _Watchdog:
 
     def watch(self) -> asyncio.Task[object]:
         """Called before each read: the current task is the one to cancel if time runs out."""
-        task = self.task = asyncio.current_task()  # type: ignore[assignment]
+        # With the loop given: on Python 3.11 current_task() looks the running loop up again
+        # otherwise, most of its cost, and this runs before every upstream read.
+        task = self.task = asyncio.current_task(self.loop)  # type: ignore[assignment]
         assert task is not None
         if self._handle is None:
             self._arm()

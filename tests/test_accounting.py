@@ -195,7 +195,7 @@ async def test_metrics_parse_and_rise(gateway_factory, http):
     requests = families["glm_gateway_requests"]
     ok = [s for s in requests.samples if s.name == "glm_gateway_requests_total"]
     assert [(s.labels, s.value) for s in ok] == [
-        ({"backend": "local", "route_reason": "simple", "status": "ok"}, 1.0)]
+        ({"backend": "local", "route_reason": "simple", "status": "ok", "api": "openai"}, 1.0)]
     await chat(server, HARD)
     families = {f.name: f for f in text_string_to_metric_families(await get(http, server, "/metrics"))}
     tokens = {(s.labels["backend"], s.labels["kind"]): s.value for s in families["glm_gateway_tokens"].samples

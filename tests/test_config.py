@@ -351,11 +351,11 @@ def test_reference_rows_cover_every_leaf_with_merged_defaults() -> None:
     assert rows["backends.local.supports_prefill"][0] == "true"
     assert rows["backends.cloud.headers"][0] == "{}"
     assert all(doc for _, doc in rows.values())
-    # listen 3, auth 3, limits 5, backends 2 x BackendConfig, models 3, routing (+ classifier, judge,
+    # listen 3, auth 3, limits 5, backends 2 x BackendConfig, models 4, routing (+ classifier, judge,
     # escalation, guard), budget 3, ledger 1, server 3, logging 5
     sections = (ClassifierConfig, JudgeConfig, EscalationConfig, GuardConfig)
     routing = len(attrs.fields(RoutingConfig)) - len(sections) + sum(len(attrs.fields(s)) for s in sections)
-    assert len(rows) == 3 + 3 + 5 + 2 * len(attrs.fields(BackendConfig)) + 3 + routing + 3 + 1 + 3 + 5
+    assert len(rows) == 3 + 3 + 5 + 2 * len(attrs.fields(BackendConfig)) + 4 + routing + 3 + 1 + 3 + 5
 
 
 def test_readme_config_reference_is_up_to_date() -> None:
