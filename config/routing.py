@@ -46,6 +46,10 @@ CLINE_PATTERNS = {
     "repeated_call": r"Tool \[[\w.-]+\] has been called \d+ times consecutively with identical arguments",
     "too_many_mistakes": r"You seem to be having trouble proceeding",
     "completion_rejected": r"The user has provided feedback on the results",
+    # Claude Code (through the Anthropic front, which wraps a tool_result with is_error in
+    # <tool_use_error>, as Claude Code wraps its own): a failed tool call. A command's non-zero
+    # exit ("Exit code 1") is ordinary work, as with Cline's run_commands: tests fail.
+    "tool_error": r"<tool_use_error>(?!\s*Exit code \d)",
 }
 # Cline CLI/SDK tools whose {"success": false} means the model got an edit or a read wrong (a
 # bad path, a range, a stale search text). run_commands failing is ordinary work: tests fail.

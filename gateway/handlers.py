@@ -60,6 +60,7 @@ class Parsed(Protocol):
     model: str | None
     stream: bool
     non_text_parts: frozenset[str]
+    max_tokens_is_ceiling: bool  # routing.Router.route's ``ceiling``
 
 
 class Front(Protocol):
@@ -101,7 +102,7 @@ async def serve(request: web.Request, chat: Parsed, front: Front) -> web.StreamR
     strategy, pin = strategy_for(request, chat.model)
     router = app[ROUTER]
     try:
-        route = await router.admit(chat.body, strategy, pin)
+        route = await router.admit(chat.body, strategy, pin, ceiling=chat.max_tokens_is_ceiling)
     except RoutingError as exc:
         accountant = app[ACCOUNTANT]
         accountant.record(accountant.refused(request_id=rid, strategy=strategy, stream=chat.stream, api=front.api,

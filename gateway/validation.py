@@ -55,6 +55,7 @@ class ChatRequest:
     include_usage: bool  # the client asked for the usage chunk
     # Types of the non-text content parts (image_url, file...): a text-only backend drops them.
     non_text_parts: frozenset[str] = frozenset()
+    max_tokens_is_ceiling: bool = False  # an OpenAI client's max_tokens is what it wants room for
 
 
 def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None) -> ChatRequest:

@@ -1,6 +1,10 @@
 """Request features: what routing needs to know about a chat request. Pure, no I/O.
 
-The *task* is the user's latest real instruction, not whatever came last. Two Cline shapes:
+The *task* is the user's latest real instruction, not whatever came last. Two Cline shapes, and
+Claude Code's (through the Anthropic front, which turns its tool results into ``role: "tool"``
+messages): its ``<system-reminder>`` blocks ride in user turns and are never the task.
+
+Cline's shapes:
 
 - the classic extension wraps the task in ``<task>…</task>``, sends tool results as user turns
   that start ``[read_file for 'x'] Result:``, puts the user's later words in
@@ -39,7 +43,8 @@ COMPACTION = re.compile(r"\s*Summari[sz]e (?:the provided coding session|this se
 TOOL_RESULT = re.compile(r"\s*\[([\w-]+)(?: for '[^\n]*?')?(?: in '[^\n]*?')?\] Result:")
 # Tool results that can carry the user's own words (Cline's follow-up answers and feedback).
 TOOLS_WITH_USER_WORDS = frozenset({"attempt_completion", "ask_followup_question", "plan_mode_respond"})
-ENVIRONMENT = re.compile(r"<environment_details>.*?(?:</environment_details>|\Z)", re.S)
+# What the agent adds to a user turn (Cline's environment, Claude Code's reminders): not the task.
+AGENT_CONTEXT = re.compile(r"<(environment_details|system-reminder)>.*?(?:</\1>|\Z)", re.S)
 KEY_CHARS = 4096
 
 
@@ -161,12 +166,14 @@ def task_text(messages: list[dict[str, Any]]) -> str:
         if tool and tool.group(1) not in TOOLS_WITH_USER_WORDS:
             continue  # tool output: never scanned, it can be a whole file
         text = "\n".join(parts)
+        if "<system-reminder>" in text:
+            text = AGENT_CONTEXT.sub("", text)  # before the tags: a reminder may quote any of them
         tagged = TASK_TAGS.findall(text)
         if tagged:
             return tagged[-1][1]
         if tool:
             continue  # a completion/follow-up result with no words from the user
-        text = ENVIRONMENT.sub("", text).strip()
+        text = AGENT_CONTEXT.sub("", text).strip()
         if text:
             return text
     return ""

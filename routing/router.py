@@ -84,9 +84,15 @@ class Router:
 
     # --- deciding ------------------------------------------------------------------------------
     def route(self, body: Mapping[str, Any], strategy: str, classification: Classification | None = None,
-              pin: str | None = None) -> Route:
+              pin: str | None = None, *, ceiling: bool = False) -> Route:
+        """``ceiling``: the body's ``max_tokens`` is the model's output ceiling, not what the
+        answer needs (Claude Code sends 32,000 or 64,000 on every turn), so the context check
+        keeps ``output_reserve_tokens`` free instead. A local answer that would run past the
+        context then stops with finish_reason ``length``, which the client sees."""
         now = self.clock()
         features = extract_features(body, self.counter, self.known_tasks)
+        if ceiling:
+            features = attrs.evolve(features, max_tokens=None)
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
@@ -125,7 +131,8 @@ class Router:
             log.info("conversation %s escalated to the cloud (%s)", features.conversation_key[:8], by)
         return verdict.escalated and strategy not in ONLY, by
 
-    async def admit(self, body: Mapping[str, Any], strategy: str, pin: str | None = None) -> Route:
+    async def admit(self, body: Mapping[str, Any], strategy: str, pin: str | None = None, *,
+                    ceiling: bool = False) -> Route:
         """:meth:`route`, but when nothing can serve only for a while (a cooldown after a 429, an
         open circuit) and that while fits the time budget, wait it out and decide again: the
         same rule the attempts follow for ``Retry-After``. A 429 bounced to the client would
@@ -133,16 +140,17 @@ class Router:
         started = self.clock()
         for _ in range(self.cfg.max_attempts):
             try:
-                return await self._judged(body, strategy, self.route(body, strategy, pin=pin))
+                return await self._judged(body, strategy, self.route(body, strategy, pin=pin, ceiling=ceiling),
+                                          ceiling)
             except NoBackendAvailable as exc:
                 wait = exc.retry_after
                 if wait is None or self.clock() - started + wait > self.cfg.max_total_s:
                     raise
                 log.info("no backend available for %.2fs (%s); waiting", wait, exc)
                 await self.sleep(wait + 0.01)  # just past the end of the cooldown
-        return self.route(body, strategy, pin=pin)
+        return self.route(body, strategy, pin=pin, ceiling=ceiling)
 
-    async def _judged(self, body: Mapping[str, Any], strategy: str, route: Route) -> Route:
+    async def _judged(self, body: Mapping[str, Any], strategy: str, route: Route, ceiling: bool = False) -> Route:
         """The route, decided again if the judge overrules a doubtful first-turn verdict."""
         c, features = route.classification, route.features
         if (self.judge is None or strategy != "complexity" or route.reason == "pinned" or c.source != "model"
@@ -155,7 +163,7 @@ class Router:
                   c.label, c.score, verdict.seconds, f" ({verdict.error})" if verdict.error else "")
         if verdict.label is not None and verdict.label != c.label:
             judged = Classification(verdict.label, c.score, (f"judge: {verdict.label}", *c.reasons), "judge")
-            route = self.route(body, strategy, judged)
+            route = self.route(body, strategy, judged, ceiling=ceiling)
         return attrs.evolve(route, judge=verdict)
 
     # --- running -------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class MessagesRequest:
     stream: bool
     thinking: bool
     non_text_parts: frozenset[str] = frozenset()
+    # Anthropic's max_tokens is required, and Claude Code sends its model's whole output
+    # ceiling: routing checks context fit with its answer reserve instead (Router.route).
+    max_tokens_is_ceiling: bool = True
 
 
 def parse_messages_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None,
@@ -181,6 +184,8 @@ def _assistant(blocks: list[Any], where: str, tool_names: set[str]) -> tuple[dic
             thought = block.get("thinking")
             if not isinstance(thought, str):
                 raise InvalidRequest(f"{at}.thinking: Field required (a string)")
+            if not isinstance(block.get("signature"), str):  # Anthropic's rule; ours are not checked
+                raise InvalidRequest(f"{at}.thinking.signature: Field required")
             reasoning.append(thought)
         elif kind == "tool_use":
             call_id, name, args = block.get("id"), block.get("name"), block.get("input")
