@@ -187,3 +187,79 @@ async def test_accounting_records_the_api_on_the_ledger_stats_and_metrics(gatewa
         if s.name == "glm_gateway_requests_total":  # one sample per backend, reason and status
             by_label[s.labels["api"]] = by_label.get(s.labels["api"], 0.0) + s.value
     assert by_label == {"anthropic": 2.0, "openai": 1.0}
+
+
+# --- the README's other failover behaviours, for Anthropic requests ---------------------------------
+
+def ask(text: str = "Fix the typo", **extra: Any) -> dict[str, Any]:
+    return {"model": "claude-haiku-4-5", "max_tokens": 2048, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def test_a_failure_before_the_first_byte_restarts_unseen(gateway_factory, http, local_sim, same_answer):
+    gateway = await gateway_factory(local=WATCH, cloud=WATCH)
+    local_sim.default_fault = Fault.http_error(503)
+    status, events, headers = await stream(gateway, http, ask())
+    assert status == 200 and headers["x-glm-backend"] == "cloud" and text_of(events) == ANSWER
+    check_order(events)
+
+
+async def test_only_reasoning_sent_restarts_and_the_thinking_block_holds_both(gateway_factory, http, local_sim,
+                                                                              cloud_sim):
+    gateway = await gateway_factory(local=WATCH, cloud=WATCH)
+    local_sim.script = Script(content=ANSWER, reasoning="Look at the rounding in line_total first.")
+    cloud_sim.script = Script(content=ANSWER, reasoning="Rounding per line loses a cent.")
+    local_sim.default_fault = Fault.stall_after(3)  # inside the reasoning
+    status, events, _ = await stream(gateway, http, ask(thinking={"type": "enabled", "budget_tokens": 1024}))
+    check_order(events)
+    starts = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
+    assert starts == ["thinking", "text"] and text_of(events) == ANSWER
+    thought = "".join(d["delta"].get("thinking", "") for n, d in events if n == "content_block_delta")
+    assert thought == "Look at the\n\nRounding per line loses a cent."  # 3 local tokens, then the cloud's
+
+
+async def test_a_tool_call_cut_in_flight_reaches_claude_whole_from_the_cloud(gateway_factory, local_sim, cloud_sim):
+    gateway = await gateway_factory(local=WATCH, cloud=WATCH)
+    calls = ({"name": "Write", "arguments": '{"file_path": "src/pricing.py", "content": "def total(): return 1"}'},)
+    local_sim.script = cloud_sim.script = Script(content="I will write the file.", tool_calls=calls)
+    local_sim.default_fault = Fault.cut_after(8)  # 5 content tokens, then inside the arguments
+    tool = {"name": "Write", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"},
+                                                                              "content": {"type": "string"}}}}
+    async with anthropic.AsyncAnthropic(base_url=str(gateway.make_url("")), api_key="x", max_retries=0) as claude:
+        async with claude.messages.stream(**ask(tools=[tool])) as s:
+            message = await s.get_final_message()
+    assert [b.type for b in message.content] == ["text", "tool_use"] and message.stop_reason == "tool_use"
+    assert message.content[0].text == "I will write the file."
+    assert message.content[1].input == {"file_path": "src/pricing.py", "content": "def total(): return 1"}
+
+
+async def test_a_prefill_whose_eta_misses_the_budget_switches_to_the_cloud_at_once(gateway_factory, http, local_sim):
+    local_sim.n_ctx, local_sim.batch_tokens, local_sim.prefill_tokens_per_s = 200_000, 1000, 2_000
+    gateway = await gateway_factory(local={"first_token_timeout_s": 10.0},
+                                    routing={"strategy": "local_first", "max_local_ttft_s": 0.0})
+    long = "Fix the typo in README.md.\n" + "lorem ipsum dolor " * 10_000  # 40,000 tokens: 20 s of prefill
+    status, events, headers = await stream(gateway, http, {**ask(long), "model": "claude-sonnet-4-5"})
+    assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("cloud", "slow_local")
+    check_order(events)
+    (abandoned,) = await local_sim.wait_for_requests(1)
+    assert abandoned.outcome == "cancelled"
+
+
+async def test_a_hedge_won_by_the_cloud_gives_one_message(gateway_factory, http, local_sim, same_answer):
+    gateway = await gateway_factory(local={"first_token_timeout_s": 30}, routing={"hedge_after_s": 0.2})
+    local_sim.default_fault = Fault.slow_first_token(3)
+    status, events, headers = await stream(gateway, http, ask())
+    assert headers["x-glm-backend"] == "cloud" and text_of(events) == ANSWER
+    check_order(events)
+    (local,) = await local_sim.wait_for_requests(1)
+    assert local.outcome == "cancelled"
+
+
+async def test_a_client_that_leaves_mid_answer_cancels_the_upstream(gateway_factory, http, local_sim):
+    gateway = await gateway_factory()
+    local_sim.default_fault = Fault.stall_after(5)
+    resp = await http.post(gateway.make_url("/v1/messages"), json={**ask(), "stream": True}, headers=HEADERS)
+    assert resp.status == 200
+    await resp.content.readuntil(b"content_block_delta")
+    resp.close()
+    (local,) = await local_sim.wait_for_requests(1)
+    assert local.outcome == "cancelled"
