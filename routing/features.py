@@ -182,7 +182,9 @@ def task_text(messages: list[dict[str, Any]]) -> str:
 def conversation_key(messages: list[dict[str, Any]]) -> str:
     """A stable id for a conversation: a hash of its first system and user messages.
 
-    Later turns append to the list, so the key survives the whole conversation.
+    Later turns append to the list, so the key survives the whole conversation. Each message
+    counts by its length, its start and its end: Claude Code's first user message opens with
+    the project's CLAUDE.md (the same in every session of a project) and ends with the task.
     """
     if not messages:
         return ""
@@ -192,6 +194,8 @@ def conversation_key(messages: list[dict[str, Any]]) -> str:
         text, _ = message_text(message)
         digest.update(f"{role}:{len(text)}:".encode())
         digest.update(text[:KEY_CHARS].encode("utf-8", "surrogatepass"))
+        if len(text) > KEY_CHARS:
+            digest.update(text[-KEY_CHARS:].encode("utf-8", "surrogatepass"))
         if role == "user":
             break
     return digest.hexdigest()

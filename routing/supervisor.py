@@ -203,4 +203,9 @@ class Supervision:
         if name not in self.served:
             self.served.append(name)
         if router.cfg.sticky:
-            router.states.sticky.set(features.conversation_key, name, now, features.prompt_tokens)
+            # The conversation stays with the server that began the answer, also after another
+            # rescued it mid-answer: that one holds the prefix in its cache, and one stall must
+            # not move a conversation's every later turn to the paid cloud. If it keeps failing,
+            # its circuit breaker takes it out of the choice.
+            keeper = self.served[0] if self.served else name
+            router.states.sticky.set(features.conversation_key, keeper, now, features.prompt_tokens)

@@ -153,3 +153,15 @@ async def test_count_tokens_agrees_with_the_gateways_own_counter(gateway, claude
     counted = await claude.messages.count_tokens(**body)
     internal = parse_messages_request(json.dumps(body).encode(), "application/json", counting=True).body
     assert counted.input_tokens == extract_features(internal, token_counter).prompt_tokens > 0
+
+
+async def test_a_prefill_is_continued_and_not_repeated(gateway, claude, local_sim):
+    # Claude Code's topic check prefills "{"; llama.cpp echoes a prefill in its first delta.
+    local_sim.script = Script(content='"isNewTopic": false}')
+    request = dict(model=HAIKU, max_tokens=128, messages=[
+        {"role": "user", "content": "Is this a new topic? Answer in JSON."}, {"role": "assistant", "content": "{"}])
+    created = await claude.messages.create(**request)
+    async with claude.messages.stream(**request) as stream:
+        streamed = await stream.get_final_text()
+    for text in (created.content[0].text, streamed):
+        assert json.loads("{" + text) == {"isNewTopic": False}

@@ -69,6 +69,20 @@ def test_the_conversation_key_survives_the_billing_headers_changing_cch(token_co
     assert "x-anthropic-billing-header" not in json.dumps(internal(one))  # nor does llama.cpp's cache see it
 
 
+def test_sessions_of_one_project_with_a_big_claude_md_keep_their_own_keys(token_counter):
+    # The first user message opens with the project's CLAUDE.md and ends with the task: two tasks
+    # of the same length behind a 5 KB CLAUDE.md are two conversations, not one.
+    keys = set()
+    for task in ("Add a docstring to the parse_row helper in src/app/models.py",
+                 "Find and fix the race condition in the job queue worker pool"):
+        body = fixture("first-turn")
+        reminder = body["messages"][0]["content"][0]
+        reminder["text"] = reminder["text"].replace("# claudeMd", "# claudeMd\n" + "Use ruff. " * 500)
+        body["messages"][0]["content"][-1]["text"] = task
+        keys.add(extract_features(internal(body), token_counter).conversation_key)
+    assert len(keys) == 2
+
+
 async def test_haiku_background_work_goes_local_and_the_main_model_is_routed(gateway, http, cloud_sim):
     for name in ("haiku-title", "quota-probe"):
         async with http.post(gateway.make_url("/v1/messages"), json=fixture(name), headers=HEADERS) as resp:

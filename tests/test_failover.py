@@ -121,6 +121,19 @@ async def test_mid_answer_failure_is_continued_on_the_cloud(watched_gateway, htt
     assert text_of(events) == ANSWER and headers["x-glm-backend"] == "local"
 
 
+async def test_after_a_rescue_mid_answer_the_conversation_returns_to_local(watched_gateway, http, local_sim,
+                                                                         cloud_sim):
+    # One stall must not move the rest of the conversation to the paid cloud: local holds its
+    # prefix, and the next turn goes back there.
+    local_sim.push_faults(Fault.stall_after(10))
+    events, headers = await collect(watched_gateway, http)
+    assert text_of(events) == ANSWER and events[-2]["model_used"] == "local+cloud"
+    turn = [*TASK, {"role": "assistant", "content": ANSWER}, {"role": "user", "content": "And then?"}]
+    events, headers = await collect(watched_gateway, http, messages=turn)
+    assert (headers["x-glm-backend"], headers["x-glm-route-reason"]) == ("local", "sticky")
+    assert len(cloud_sim.requests) == 1
+
+
 async def test_failover_waits_out_a_short_cloud_cooldown(gateway_factory, http, same_answer, local_sim, cloud_sim):
     # The cloud is cooling down for 0.8 s after a 429 when local breaks mid-answer: a pause
     # until the cooldown ends, then the continuation, rather than an error event.

@@ -28,20 +28,21 @@ from routing.features import extract_features
 @attrs.frozen
 class AnthropicFront:
     model: str  # echoed as the client asked: Claude Code shows it
+    prefill: str = ""
     api = "anthropic"
 
     def wire(self, route: Route, request_id: str) -> Wire:
-        return AnthropicWire(f"msg_{request_id}", self.model, route.features.prompt_tokens)
+        return AnthropicWire(f"msg_{request_id}", self.model, route.features.prompt_tokens, self.prefill)
 
     def answer(self, data: dict[str, Any], tally: Outcome, request_id: str) -> dict[str, Any]:
-        return message_of(data, f"msg_{request_id}", self.model, tally)
+        return message_of(data, f"msg_{request_id}", self.model, tally, self.prefill)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     request.app[LIMITS].admit(request[CLIENT])
     msg = parse_messages_request(await request.read(), request.headers.get("Content-Type"),
                                  request.app[CONFIG].limits)
-    return await serve(request, msg, AnthropicFront(msg.model))
+    return await serve(request, msg, AnthropicFront(msg.model, msg.prefill))
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -22,6 +22,8 @@ The translation, block by block:
   ``disable_parallel_tool_use`` becomes ``parallel_tool_calls: false``.
 - ``thinking`` enabled lets the model reason (its budget picks ``reasoning_effort``); without it
   the model is asked not to, as Claude would not.
+- A final assistant message is a prefill, which llama.cpp continues (and echoes in its first
+  delta, protocols.md §8); the answer is its continuation only (:mod:`gateway.anthropic.wire`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class MessagesRequest:
     # Anthropic's max_tokens is required, and Claude Code sends its model's whole output
     # ceiling: routing checks context fit with its answer reserve instead (Router.route).
     max_tokens_is_ceiling: bool = True
+    # A final assistant message is a prefill: Anthropic answers with its continuation only.
+    prefill: str = ""
 
 
 def parse_messages_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None,
@@ -99,7 +103,10 @@ def parse_messages_request(raw: bytes, content_type: str | None, limits: LimitsC
     sampling(req, body)
     if limits is not None:
         check_size(messages, limits)
-    return MessagesRequest(body, model, stream, thinking, frozenset(non_text))
+    last = messages[-1]
+    prefill = last["content"] if last["role"] == "assistant" and isinstance(last["content"], str) \
+        and not last.get("tool_calls") else ""
+    return MessagesRequest(body, model, stream, thinking, frozenset(non_text), prefill=prefill)
 
 
 # --- system and messages --------------------------------------------------------------------------

@@ -70,11 +70,14 @@ class AnthropicResponse(RelayResponse):
 class AnthropicWire:
     """One stream's encoder for :class:`gateway.sse.StreamRelay` (its ``Wire``)."""
 
-    __slots__ = ("message_id", "model", "input_estimate", "index", "open", "tools", "stop")
+    __slots__ = ("message_id", "model", "input_estimate", "index", "open", "tools", "stop", "echo")
     response_class = AnthropicResponse
 
-    def __init__(self, message_id: str, model: str, input_estimate: int) -> None:
+    def __init__(self, message_id: str, model: str, input_estimate: int, prefill: str = "") -> None:
         self.message_id, self.model, self.input_estimate = message_id, model, input_estimate
+        # The client's prefill, which the answer may repeat first (llama.cpp echoes it; a model
+        # that ignores it starts its answer with it): the client gets the continuation only.
+        self.echo = prefill
         self.index = -1
         self.open: str | None = None  # the open block's kind: text, thinking or tool_use
         self.tools: dict[int, int] = {}  # OpenAI tool-call index -> block index
@@ -105,6 +108,8 @@ class AnthropicWire:
         if reasoning:
             out += self._into("thinking") + self._delta({"type": "thinking_delta", "thinking": reasoning})
         content = delta.get("content")
+        if content and self.echo:
+            content, self.echo = unecho(content, self.echo)
         if content:
             out += self._into("text") + self._delta({"type": "text_delta", "text": content})
         for call in delta.get("tool_calls") or ():
@@ -164,15 +169,28 @@ class AnthropicWire:
         return out + event("content_block_stop", {"type": "content_block_stop", "index": self.index})
 
 
-def message_of(data: Mapping[str, Any], message_id: str, model: str, tally: Outcome) -> dict[str, Any]:
+def unecho(content: str, echo: str) -> tuple[str, str]:
+    """``content`` without the part of ``echo`` it repeats; and what of ``echo`` is still due."""
+    if echo.startswith(content):
+        return "", echo[len(content):]
+    if content.startswith(echo):
+        return content[len(echo):], ""
+    return content, ""  # it simply continues
+
+
+def message_of(data: Mapping[str, Any], message_id: str, model: str, tally: Outcome,
+               prefill: str = "") -> dict[str, Any]:
     """A whole chat.completion (the assembler's) as a Messages API message."""
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
     if message.get("reasoning_content"):
         content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": SIGNATURE})
-    if message.get("content"):
-        content.append({"type": "text", "text": message["content"]})
+    text = message.get("content") or ""
+    if text and prefill:
+        text, _ = unecho(text, prefill)
+    if text:
+        content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{message_id}_{len(content)}",

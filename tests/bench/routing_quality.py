@@ -18,7 +18,14 @@ otherwise. The route is read from the response headers ``x-glm-backend`` and
 sent as a new Cline task in two shapes (:mod:`tests.bench.cline_shapes`): the classic extension
 (long XML-tools system prompt, ``<task>`` and ``<environment_details>`` parts, no ``tools``) and
 the Cline CLI (the captured request-1 with its task replaced, every other one wrapped in
-``<user_input mode="act">``, the ``[SYSTEM]`` reminder and the four native tools kept). The test
+``<user_input mode="act">``, the ``[SYSTEM]`` reminder and the four native tools kept), and as a
+new Claude Code session (:mod:`tests.bench.claude_shapes`) through ``POST /v1/messages`` with the
+official ``anthropic`` client (``AsyncAnthropic``), model ``claude-sonnet-4-5-20250929``, which
+the default ``claude-*`` alias routes like ``glm-4.7``: three system blocks (a billing header
+whose ``cch`` changes per request, the identity line, the instructions), seven tools, and the
+task after the claudeMd and todo ``<system-reminder>`` blocks. Each task's two background
+requests on Claude Code's small model (title, new topic) go through a gateway of their own and
+should stay local (``claude-*haiku*`` → ``local_first``). The test
 split is held out: ``python -m routing.train`` never reads it, nothing was tuned on it, and this
 bench only reads it. A task counts as "cloud" when ``x-glm-backend`` says so; a complex label
 should go to the cloud, a simple one stay local. The same tasks go through the old keyword
@@ -27,7 +34,11 @@ figures compare like for like. ``--split dev`` is for comparison only: the shipp
 fitted on train + dev, so its dev figures are in-sample.
 
 **Part 2, escalation replay.** Agent conversations are replayed turn by turn (each request
-carries the history so far) through the routed model ``glm-4.7``, in both shapes. The bench
+carries the history so far) through the routed model ``glm-4.7``, in both Cline shapes, and in
+Claude Code's (Anthropic ``tool_use``/``tool_result`` blocks, reminders after the results; its
+failing conversations get ``is_error`` results with Claude Code's ``<tool_use_error>`` texts,
+its healthy ones Bash ``Exit code N`` failures and the tag quoted inside Read, Grep and Bash
+output; it reuses the Cline CLI's tasks, on a gateway of its own). The bench
 writes the agent's side (assistant tool calls and Cline's feedback); the backends' answers are
 the simulators' canned text and are not fed back, except in the runaway loop. Each
 conversation starts with an easy task from the corpus's *train* split, so its first turns
@@ -60,6 +71,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
+import anthropic
 import attrs
 import openai
 from aiohttp import web
@@ -70,6 +82,7 @@ from config.routing import EscalationConfig
 from gateway.app import create_app
 from routing import TokenCounter, corpus
 from routing.scorer import Scorer
+from tests.bench import claude_shapes as claude
 from tests.bench import cline_shapes as shapes
 
 CLOUD_KEY = "csk-bench-routing-quality-0123456789"
@@ -77,8 +90,8 @@ LOCAL_SCRIPT = Script(content="I will read the file first.")
 CLOUD_SCRIPT = Script(content="Reading the configuration now.")
 MAX_TOKENS = 32
 MODEL = "glm-4.7"
-SHAPES = ("classic", "cli")
-SHAPE_NAMES = {"classic": "classic Cline", "cli": "Cline CLI"}
+SHAPES = ("classic", "cli", "claude")
+SHAPE_NAMES = {"classic": "classic Cline", "cli": "Cline CLI", "claude": "Claude Code"}
 FAILING_PER_SHAPE = 48
 HEALTHY_PER_SHAPE = 48
 RUNAWAY_REQUESTS = 30
@@ -114,9 +127,9 @@ class LogTally(logging.Handler):
 def make_config(local_url: str, cloud_url: str, ledger: Path, *, method: str | None = None,
                 strategy: str | None = None) -> GatewayConfig:
     cfg = GatewayConfig()
-    backends = attrs.evolve(cfg.backends,
-                            local=attrs.evolve(cfg.backends["local"], base_url=local_url),
-                            cloud=attrs.evolve(cfg.backends["cloud"], base_url=cloud_url, api_key=CLOUD_KEY))
+    backends = {**cfg.backends,  # a mapping of named backends (config.backends)
+                "local": attrs.evolve(cfg.backends["local"], base_url=local_url),
+                "cloud": attrs.evolve(cfg.backends["cloud"], base_url=cloud_url, api_key=CLOUD_KEY)}
     routing = cfg.routing
     if method is not None:
         routing = attrs.evolve(routing, classifier=attrs.evolve(routing.classifier, method=method))
@@ -135,6 +148,7 @@ class Gateway:
     base: str
     client: openai.AsyncOpenAI
     http: aiohttp.ClientSession
+    claude: anthropic.AsyncAnthropic
 
     async def stats(self) -> dict[str, Any]:
         """``GET /stats``'s ``since_start`` window, or zeros if the gateway cannot say (reported, not fatal)."""
@@ -159,11 +173,13 @@ async def running_gateway(cfg: GatewayConfig, counter: TokenCounter) -> AsyncIte
     await site.start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60.0)
+    messages_client = anthropic.AsyncAnthropic(base_url=base, api_key="unused", max_retries=0, timeout=60.0)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Gateway(base, client, http)
+            yield Gateway(base, client, http, messages_client)
     finally:
         await client.close()
+        await messages_client.close()
         await runner.cleanup()
 
 
@@ -202,6 +218,30 @@ async def send(gw: Gateway, body: dict[str, Any]) -> Answer:
     return Answer(200, raw.headers.get("x-glm-backend"), raw.headers.get("x-glm-route-reason"), content)
 
 
+async def send_messages(gw: Gateway, body: dict[str, Any]) -> Answer:
+    """The same through ``POST /v1/messages`` with the official ``anthropic`` client (Claude Code's shape)."""
+    body = dict(body)
+    # Claude Code sends temperature (1 on the main loop, 0 on haiku's); this SDK has no argument for it.
+    extra = {k: body.pop(k) for k in ("temperature",) if k in body}
+    try:
+        raw = await gw.claude.messages.with_raw_response.create(**body, extra_body=extra or None)
+    except anthropic.APIStatusError as exc:
+        h = exc.response.headers
+        error = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
+        text = json.dumps(error or {"message": exc.message})
+        return Answer(exc.status_code, h.get("x-glm-backend"), h.get("x-glm-route-reason"), error=text[:400],
+                      should_retry=h.get("x-should-retry"))
+    except anthropic.APIError as exc:
+        return Answer(0, error=f"{type(exc).__name__}: {exc}"[:300])
+    message = await raw.parse()
+    content = next((b.text for b in message.content if b.type == "text"), None)
+    return Answer(200, raw.headers.get("x-glm-backend"), raw.headers.get("x-glm-route-reason"), content)
+
+
+def sender(shape: str) -> Any:
+    return send_messages if shape == "claude" else send
+
+
 async def bounded(n: int, jobs: list[Any]) -> list[Any]:
     """Run coroutines with at most ``n`` in flight, results in order."""
     gate = asyncio.Semaphore(n)
@@ -230,6 +270,8 @@ CONFIGS = (  # (name, classifier method, strategy)
 
 
 def first_request(shape: str, row: dict[str, Any], i: int) -> dict[str, Any]:
+    if shape == "claude":  # model claude-sonnet-4-5-20250929: the claude-* alias routes it like glm-4.7
+        return claude.first_request(row["task"], i, MAX_TOKENS)
     if shape == "classic":
         return {"model": MODEL, "messages": shapes.classic_first_messages(row["task"], row.get("stack"))}
     body = shapes.cli_body(row["task"], wrap=i % 2 == 1)
@@ -275,7 +317,8 @@ async def part1_run(sims: tuple[LlamaCppSim, CerebrasSim], counter: TokenCounter
     ledger = tmp / f"p1-{shape}-{method or 'learned'}-{strategy or 'complexity'}.sqlite3"
     cfg = make_config(sims[0].url, sims[1].url, ledger, method=method, strategy=strategy)
     async with running_gateway(cfg, counter) as gw:
-        answers = await bounded(concurrency, [send(gw, first_request(shape, r, i)) for i, r in enumerate(rows)])
+        send_one = sender(shape)
+        answers = await bounded(concurrency, [send_one(gw, first_request(shape, r, i)) for i, r in enumerate(rows)])
         window = await gw.stats()
     out = summarise(rows, answers)
     # Savings against always-cloud, from the gateway's own ledger (/stats, since_start): what the
@@ -289,9 +332,33 @@ async def part1_run(sims: tuple[LlamaCppSim, CerebrasSim], counter: TokenCounter
     return out
 
 
+async def background_run(sims: tuple[LlamaCppSim, CerebrasSim], counter: TokenCounter, tmp: Path, rows: list[dict],
+                         concurrency: int) -> dict[str, dict[str, int]]:
+    """Claude Code's side requests on the small model for every task (title, new topic), on a
+    gateway of their own: the ``claude-*haiku*`` alias serves them ``local_first``."""
+    cfg = make_config(sims[0].url, sims[1].url, tmp / "p1-claude-haiku.sqlite3")
+    bodies = [(kind, b) for i, r in enumerate(rows) for kind, b in claude.background(r["task"], i, MAX_TOKENS).items()]
+    async with running_gateway(cfg, counter) as gw:
+        answers = await bounded(concurrency, [send_messages(gw, b) for _, b in bodies])
+    out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (kind, _), ans in zip(bodies, answers, strict=True):
+        out[kind]["n"] += 1
+        out[kind][ans.backend if ans.status == 200 else f"HTTP {ans.status}"] += 1
+        out[kind][f"reason {ans.reason}"] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def print_background(result: dict[str, dict[str, int]]) -> None:
+    print(f"\nClaude Code background requests ({claude.HAIKU}; models.aliases `claude-*haiku*` → local_first), "
+          "one of each per task:\n")
+    for kind, c in result.items():
+        rest = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("n", "local", "cloud"))
+        print(f"- {kind}: {c['n']} requests, local {c.get('local', 0)}, cloud {c.get('cloud', 0)} ({rest})")
+
+
 def print_part1(split: str, rows: list[dict], results: dict[str, dict[str, dict]]) -> dict[str, Any]:
     labels = collections.Counter(r["label"] for r in rows)
-    print(f"\n## Part 1: new Cline tasks, {split} split ({len(rows)} tasks: {labels['complex']} complex, "
+    print(f"\n## Part 1: new tasks, {split} split ({len(rows)} tasks: {labels['complex']} complex, "
           f"{labels['simple']} simple)"
           + ("; held out: never trained or tuned on" if split == "test"
              else "; in-sample: the model was fitted on train + dev") + "\n")
@@ -305,12 +372,16 @@ def print_part1(split: str, rows: list[dict], results: dict[str, dict[str, dict]
             print(f"| {name} | {SHAPE_NAMES[shape]} | {r['n']} | {pct(r['agreement'])} | {pct(r['complex_local'])} | "
                   f"{pct(r['simple_cloud'])} | {s['savings_pct']:.1f}% (${s['savings_usd']:.4f} of "
                   f"${s['all_cloud_cost_usd']:.4f}) | {reasons} | {r['failed_requests']} |")
-    diffs = {}
-    print("\nShapes agree within 2 points (agreement, classic − CLI):")
+    diffs: dict[str, dict[str, float]] = {}
+    print("\nShapes agree (agreement points; Cline shapes within 2, Claude Code within 1 of each):")
     for name, per_shape in results.items():
-        d = 100 * (per_shape["classic"]["agreement"] - per_shape["cli"]["agreement"])
-        diffs[name] = round(d, 2)
-        print(f"- {name}: {d:+.1f} points, {'yes' if abs(d) <= 2 else 'NO'}")
+        a = {s: 100 * r["agreement"] for s, r in per_shape.items()}
+        d = diffs[name] = {"classic-cli": round(a["classic"] - a["cli"], 2),
+                           "claude-cli": round(a["claude"] - a["cli"], 2),
+                           "claude-classic": round(a["claude"] - a["classic"], 2)}
+        ok = abs(d["classic-cli"]) <= 2 and abs(d["claude-cli"]) <= 1 and abs(d["claude-classic"]) <= 1
+        print(f"- {name}: classic − CLI {d['classic-cli']:+.1f}, Claude Code − CLI {d['claude-cli']:+.1f}, "
+              f"Claude Code − classic {d['claude-classic']:+.1f}: {'yes' if ok else 'NO'}")
     print("\nConfusion matrices (rows: label; columns: route):\n")
     print("| classifier | shape | simple→local | simple→cloud | complex→local | complex→cloud |")
     print("|---|---|---|---|---|---|")
@@ -363,6 +434,7 @@ def expected_escalation(turns: list[shapes.Turn], cfg: EscalationConfig) -> int 
 
 CLASSIC_VARIANTS = ("FF", "FHF", "FHHF", "FHHHFHF", "HA", "FHHHHX", "FFF", "FHFHF")
 CLI_VARIANTS = ("FF", "FHF", "FHHF", "FHHHFHF", "TT", "MHHM", "FHHHHTF", "FHFHF")
+CLAUDE_VARIANTS = ("FF", "FHF", "FHHF", "FHHHFHF", "MHHM", "FHHHHMF", "FFF", "FHFHF")  # no alarm, no text-only rule
 
 
 def replay_tasks(n: int) -> list[dict[str, Any]]:
@@ -381,12 +453,15 @@ def replay_tasks(n: int) -> list[dict[str, Any]]:
 def build_conversations(shape: str, tasks: list[dict[str, Any]], cfg: EscalationConfig) -> list[Conversation]:
     out = []
     rng = random.Random(f"routing-quality-{shape}")
-    variants = CLASSIC_VARIANTS if shape == "classic" else CLI_VARIANTS
+    variants = {"classic": CLASSIC_VARIANTS, "cli": CLI_VARIANTS, "claude": CLAUDE_VARIANTS}[shape]
+    builder = {"classic": shapes.ClassicTurns, "cli": shapes.CliTurns, "claude": claude.ClaudeTurns}[shape]
     for k, row in enumerate(tasks):
         failing = k < FAILING_PER_SHAPE
-        b = shapes.ClassicTurns(rng, row.get("stack")) if shape == "classic" else shapes.CliTurns(rng, row.get("stack"))
+        b = builder(rng, row.get("stack"))
         if shape == "classic":
             prefix, tools = shapes.classic_first_messages(row["task"], row.get("stack")), None
+        elif shape == "claude":  # Anthropic messages; the system blocks are added per request
+            prefix, tools = [claude.first_user(row["task"])], claude.tools()
         else:
             body = shapes.cli_body(row["task"], wrap=k % 2 == 1)
             prefix, tools = body["messages"], body["tools"]
@@ -445,9 +520,11 @@ async def replay(gw: Gateway, conv: Conversation) -> Replayed:
             turn = conv.turns[i - 1]
             messages += [turn.assistant, *turn.feedback]
         body: dict[str, Any] = {"model": MODEL, "messages": messages}
-        if conv.tools:
+        if conv.shape == "claude":  # a fresh billing-header cch on every request, as Claude Code sends
+            body = claude.request(messages, random.Random(f"{conv.name}-{i}"), conv.name, MAX_TOKENS)
+        elif conv.tools:
             body["tools"], body["tool_choice"] = conv.tools, "auto"
-        answers.append(await send(gw, body))
+        answers.append(await sender(conv.shape)(gw, body))
         escalated = next((j for j, a in enumerate(answers) if a.reason == "escalated"), None)
         if conv.failing and escalated is not None and i >= max(escalated, conv.expected or 0) + 1:
             break  # one more request after it shows whether it stays escalated
@@ -459,7 +536,7 @@ def summarise_replay(done: list[Replayed]) -> dict[str, Any]:
     healthy = [r for r in done if not r.conversation.failing]
     exact = late = early = never = baseline_cloud = not_sticky = pre_cloud = 0
     mismatches = []
-    offsets = collections.Counter()
+    offsets, at_request = collections.Counter(), collections.Counter()
     for r in failing:
         exp, got = r.conversation.expected, r.first_escalated
         if r.answers[0].backend != "local":
@@ -476,6 +553,7 @@ def summarise_replay(done: list[Replayed]) -> dict[str, Any]:
             early += 1
         if got is not None:
             offsets[got - exp] += 1
+            at_request[got + 1] += 1
             if any(a.reason != "escalated" or not a.cloud for a in r.answers[got:]):
                 not_sticky += 1
         if got != exp:
@@ -489,6 +567,7 @@ def summarise_replay(done: list[Replayed]) -> dict[str, Any]:
     return {
         "failing": {"n": nf, "escalated": share(nf - never, nf), "exact": share(exact, nf), "late": late,
                     "early": early, "never": never, "offsets": {str(k): v for k, v in sorted(offsets.items())},
+                    "escalated_at_request": {str(k): v for k, v in sorted(at_request.items())},
                     "first_request_not_local": baseline_cloud, "left_local_before_escalation": pre_cloud,
                     "not_sticky_after_escalation": not_sticky,
                     "requests": sum(len(r.answers) for r in failing), "mismatches": mismatches},
@@ -496,6 +575,7 @@ def summarise_replay(done: list[Replayed]) -> dict[str, Any]:
                     "with_one_mistake": sum(1 for r in healthy if "mistake" in r.conversation.variant),
                     "turns": sum(len(r.conversation.turns) for r in healthy),
                     "tricky_turns": sum(t.tricky for r in healthy for t in r.conversation.turns),
+                    "turn_kinds": dict(collections.Counter(t.kind for r in healthy for t in r.conversation.turns)),
                     "requests": sum(len(r.answers) for r in healthy)},
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
     }
@@ -572,8 +652,9 @@ def print_part2(per_shape: dict[str, dict[str, Any]], loop: dict[str, Any], cfg:
         print(f"\n{SHAPE_NAMES[shape]}: escalation offset (request escalated − expected): {f['offsets'] or '{}'}; "
               f"first request not local: {f['first_request_not_local']}; left local before escalating: "
               f"{f['left_local_before_escalation']}; not on the cloud after escalating: "
-              f"{f['not_sticky_after_escalation']}; healthy: {h['turns']} turns, {h['tricky_turns']} with Cline's "
-              f"error texts inside data; HTTP statuses: {r['statuses']}")
+              f"{f['not_sticky_after_escalation']}; escalated at request (1-based): {f['escalated_at_request']}; "
+              f"healthy: {h['turns']} turns, {h['tricky_turns']} with the agent's error texts inside data, "
+              f"turn kinds {h['turn_kinds']}; HTTP statuses: {r['statuses']}")
         for m in f["mismatches"][:8]:
             print(f"  - {m['conversation']} ({m['variant']}): expected request {m['expected_request']}, "
                   f"escalated at {m['escalated_request']}; turns {', '.join(m['turn_kinds'])}")
@@ -626,16 +707,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     part1[name][shape] = await part1_run(sims, counter, tmp, rows, shape, method, strategy,
                                                          args.concurrency)
             diffs = print_part1(args.split, rows, part1)
+            background = await background_run(sims, counter, tmp, rows, args.concurrency)
+            print_background(background)
             print(f"\n(part 1: {time.perf_counter() - t0:.1f}s)")
-            report["part1"] = {"tasks": len(rows), "results": part1, "shape_difference_points": diffs}
+            report["part1"] = {"tasks": len(rows), "results": part1, "shape_difference_points": diffs,
+                               "claude_code_background": background}
 
             t0 = time.perf_counter()
             escalation = GatewayConfig().routing.escalation
-            tasks = replay_tasks(len(SHAPES) * (FAILING_PER_SHAPE + HEALTHY_PER_SHAPE) + 1)
-            per_shape = {}
             per = FAILING_PER_SHAPE + HEALTHY_PER_SHAPE
+            tasks = replay_tasks(2 * per + 1)  # the pool has 241 easy tasks: Claude Code reuses the CLI's
+            per_shape = {}
             for j, shape in enumerate(SHAPES):
-                chunk = tasks[j * per:(j + 1) * per]
+                chunk = tasks[min(j, 1) * per:(min(j, 1) + 1) * per]  # each shape on its own gateway
                 per_shape[shape] = await part2_shape(sims, counter, tmp, shape, chunk, args.concurrency)
             loop = await runaway(sims, counter, tmp, tasks[-1])
             print_part2(per_shape, loop, escalation)
