@@ -203,6 +203,10 @@ class HTTPBackend:
         """The context the running server really has, if it can tell (llama.cpp's /props)."""
         return None
 
+    async def slots(self) -> tuple[int, int] | None:
+        """(busy, total) generation slots, if the server tells (llama.cpp's /slots)."""
+        return None
+
     async def health(self) -> Health:
         """Cheapest call that proves the upstream answers: its model list."""
         try:

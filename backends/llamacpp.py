@@ -101,6 +101,21 @@ class LlamaCpp(HTTPBackend):
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
         return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
 
+    async def slots(self) -> tuple[int, int] | None:
+        """``/slots``: how many of the server's slots are generating, for anyone (other clients
+        of the same llama-server too). None if the endpoint is off (``--no-slots``)."""
+        try:
+            with translate_errors(self):
+                async with self.session.get(f"{self._root}/slots", headers=self._headers,
+                                            timeout=self._timeout) as resp:
+                    await self._check(resp)
+                    slots = orjson.loads(await resp.read())
+        except (BackendError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(slots, list):
+            return None
+        return sum(1 for s in slots if isinstance(s, dict) and s.get("is_processing")), len(slots)
+
     async def props(self) -> dict[str, Any]:
         """``/props``: n_ctx, slot count and chat template of the running server."""
         with translate_errors(self):

@@ -103,6 +103,8 @@ async def run(host: str, port: int) -> None:
         setup_logging(cfg)
 
         easy = DEMO_EASY.replace('"', '\\"')  # inside the JSON of a shell command
+        claude = ('{"model": "claude-sonnet-4-5", "max_tokens": 512, "stream": true, '
+                  f'"messages": [{{"role": "user", "content": "{easy}"}}]}}')
 
         async def banner(url: str) -> None:
             print(f"""
@@ -123,9 +125,15 @@ A conversation whose local model keeps failing moves to the cloud (x-glm-route-r
   glm-token-saver example escalation | curl -si {url}/v1/chat/completions \\
     -H 'Content-Type: application/json' -d @- | grep x-glm
 
+The same through Anthropic's Messages API, as Claude Code speaks it:
+
+  curl -N {url}/v1/messages -H 'Content-Type: application/json' -H 'anthropic-version: 2023-06-01' \\
+    -d '{claude}'
+
 Or point Cline here: OpenAI Compatible provider, base URL {url}/v1, any API key, model ID
 {cfg.models.routed}. Model ids: {cfg.models.routed} (routed), {cfg.models.local}, {cfg.models.cloud},
-and {cfg.models.routed}@<backend> for each backend by name.
+and {cfg.models.routed}@<backend> for each backend by name. Or Claude Code:
+ANTHROPIC_BASE_URL={url} ANTHROPIC_AUTH_TOKEN=any claude
 Ctrl-C stops.
 """, flush=True)
 

@@ -49,6 +49,10 @@ class HealthMonitor:
                     self.states.context[name] = n_ctx
         self._latest[name] = health
         self.states.observe_health(name, health.state, self.clock())
+        if health.ok:
+            slots = await backend.slots()
+            if slots is not None:
+                self.states.observe_slots(name, *slots, self.clock())
         return health
 
     async def start(self) -> None:

@@ -199,6 +199,7 @@ class BackendStates:
         self.sticky = StickyMap(cfg.sticky_ttl_s)
         self.speeds = {n: Speed() for n in backends}
         self.in_flight = {n: 0 for n in backends}
+        self.slots: dict[str, tuple[int, int, float]] = {}  # name -> (busy, total, read at)
         # The latest rate-limit reading per window, from response headers (Chunk.limits, or a
         # failed response's BackendError.limits).
         self.rate_limits: dict[str, dict[str, RateLimit]] = {n: {} for n in backends}
@@ -256,6 +257,11 @@ class BackendStates:
             wait = error.retry_after if error.retry_after is not None else self.cfg.cooldown_s
             self.cooling_until[name] = max(self.cooling_until.get(name, 0.0), now + wait)
 
+    def observe_slots(self, name: str, busy: int, total: int, now: float) -> None:
+        """The server's own count of busy slots (llama.cpp's /slots), read by the health probe.
+        Shown, not routed on: it is seconds old, where requests in flight are exact."""
+        self.slots[name] = (busy, total, now)
+
     def observe_health(self, name: str, state: str, now: float) -> None:
         self.health[name] = state
         if state == "ok":
@@ -271,5 +277,7 @@ class BackendStates:
                 "cooldown_s": round(cooling - now, 1) if cooling and cooling > now else 0,
                 "context_window": self.context_window(name),
                 **self.speeds[name].report(self.in_flight[name]),
+                "slots_busy": self.slots[name][0] if name in self.slots else None,
+                "slots_total": self.slots[name][1] if name in self.slots else None,
             }
         return out

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -251,13 +252,18 @@ async def test_demo_streams_with_no_model_and_no_key(http, tmp_path: Path, token
             cline = await client.chat.completions.with_raw_response.create(
                 model="glm-4.7", messages=cline_first_turn(token_counter))
             assert cline.headers["x-glm-backend"] == "local" and cline.headers["x-glm-route-reason"] == "simple"
+        # Claude Code's way in: the Messages API, through the same routing.
+        async with anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=0) as claude:
+            async with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=512,
+                                              messages=[{"role": "user", "content": DEMO_EASY}]) as s:
+                assert await s.get_final_text() == DEMO_LOCAL
         proc.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
-    assert "curl -N" in stdout
+    assert "curl -N" in stdout and "/v1/messages" in stdout
 
 
 @pytest.mark.parametrize("args", [["serve", "--config", "/nonexistent/gw.yaml"]])

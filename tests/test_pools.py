@@ -314,3 +314,26 @@ async def test_health_and_stats_report_every_backend(gateway, sims):
     assert {name: s["tier"] for name, s in servers.items()} == {name: info["tier"] for name, info in
                                                               health["backends"].items()}
     assert all(servers[name]["prefill_tps"] for name in LOCALS) and servers["spark-1"]["in_flight"] == 0
+
+
+async def test_health_shows_the_slots_llama_cpp_reports_busy(gateway, sims):
+    # A generation holds one of spark-1's slots (its /slots says is_processing) while the health
+    # probe reads them; the clouds have no such endpoint.
+    server, client = gateway
+    sims["spark-1"].default_fault = Fault.stall_after(3, seconds=3.0)
+    busy = asyncio.ensure_future(ask(client, turn(SIMPLE.format("slot")), "glm-4.7@spark-1"))
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            backends = (await get_json(server, "/health"))["backends"]
+            if backends["spark-1"]["slots_busy"]:
+                break
+            assert time.monotonic() < deadline, backends["spark-1"]
+            await asyncio.sleep(0.05)
+        assert (backends["spark-1"]["slots_busy"], backends["spark-1"]["slots_total"]) == (1, 4)
+        assert backends["cloud-1"]["slots_busy"] is None and backends["cloud-1"]["slots_total"] is None
+        servers = (await get_json(server, "/stats"))["servers"]
+        assert servers["spark-1"]["slots_total"] == 4
+    finally:
+        busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)

@@ -38,7 +38,6 @@ import random
 import string
 import time
 from collections.abc import AsyncIterator
-from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -52,60 +51,22 @@ from backends.sim.common import (
     SimServer,
     SseStream,
     arg_fragments,
-    error_response,
     estimate_prompt_tokens,
     make_plan,
     message_text,
     pause,
     retry_after_text,
 )
-
-BUILD_INFO = "b6400-aa6192d3"
-_ERRORS = MappingProxyType({  # status -> (type, message) in llama-server's vocabulary (§2.7)
-    400: ("invalid_request_error", "Invalid request"),
-    401: ("authentication_error", "Invalid API Key"),
-    403: ("permission_error", "Forbidden"),
-    404: ("not_found_error", "File Not Found"),
-    429: ("unavailable_error", "Too many requests"),
-    500: ("server_error", "Internal server error"),
-    501: ("not_supported_error", "Not supported"),
-    503: ("unavailable_error", "Service unavailable"),
-})
-
-
-def error_body(status: int, message: str | None = None, type_: str | None = None,
-               **extra: Any) -> dict:
-    """llama-server's error envelope: {"error": {"code", "message", "type", ...}}."""
-    default_type, default_message = _ERRORS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", "Error"))
-    return {"error": {"code": status, "message": message or default_message,
-                      "type": type_ or default_type, **extra}}
-
-
-def llama_error(status: int, message: str | None = None, type_: str | None = None, *,
-                headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
-    return error_response(status, error_body(status, message, type_, **extra), headers)
-
-
-@attrs.define
-class _Slot:
-    """One slot; the ``n_prompt_*`` fields describe its current or last task (/slots)."""
-
-    id: int
-    exchange: Exchange | None = None
-    id_task: int = -1
-    n_prompt_tokens: int = 0
-    n_prompt_tokens_cache: int = 0
-    n_prompt_tokens_processed: int = 0
-
-
-@attrs.define
-class _Counters:
-    prompt_tokens_total: int = 0
-    prompt_seconds_total: float = 0.0
-    tokens_predicted_total: int = 0
-    tokens_predicted_seconds_total: float = 0.0
-    n_decode_total: int = 0
+from backends.sim.llama_state import (
+    BUILD_INFO,
+    Counters,
+    InfoRoutes,
+    PromptCache,
+    Slot,
+    error_body,
+    llama_error,
+    rate,
+)
 
 
 @attrs.frozen
@@ -120,7 +81,7 @@ class _Turn:
     cached_tokens: int
     include_usage: bool
     started: float
-    slot: _Slot
+    slot: Slot
     messages: list
     return_progress: bool = False
 
@@ -146,7 +107,7 @@ class _Stream(SseStream):
         await super().write(data)
 
 
-class LlamaCppSim(SimServer):
+class LlamaCppSim(InfoRoutes, SimServer):
     """Simulated llama-server.
 
     >>> sim = LlamaCppSim(Script(content="Hi there"), tokens_per_s=None, n_ctx=4096)
@@ -174,7 +135,6 @@ class LlamaCppSim(SimServer):
         self.n_ctx = n_ctx
         self.prefill_tokens_per_s = prefill_tokens_per_s
         self.batch_tokens = batch_tokens
-        self.prompt_cache_size = prompt_cache_size
         self.model_alias = model_alias
         self.thinking = thinking
         self.metrics = metrics
@@ -184,13 +144,21 @@ class LlamaCppSim(SimServer):
         # the next request sent on it before any response byte, i.e. the worst case of the race.
         self.reset_on_reuse = reset_on_reuse
         self._poisoned: set[asyncio.BaseTransport] = set()
-        self._slots = [_Slot(i) for i in range(n_slots)]
+        self._slots = [Slot(i) for i in range(n_slots)]
         self._slot_sem = asyncio.Semaphore(n_slots)
         self._deferred = 0
-        self._counters = _Counters()
-        self._prompt_cache: list[list] = []  # most recently used first
+        self._counters = Counters()
+        self._prompt_cache = PromptCache(prompt_cache_size)
         self._tasks = 0
         self._created = int(time.time())
+
+    @property
+    def prompt_cache_size(self) -> int:
+        return self._prompt_cache.size
+
+    @prompt_cache_size.setter
+    def prompt_cache_size(self, size: int) -> None:
+        self._prompt_cache.size = size
 
     def make_app(self) -> web.Application:
         @web.middleware
@@ -221,75 +189,6 @@ class LlamaCppSim(SimServer):
         app.router.add_get("/slots", self._slots_route)
         app.router.add_get("/metrics", self._metrics_route)
         return app
-
-    # -- informational routes -----------------------------------------------------------------
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _models(self, request: web.Request) -> web.Response:
-        meta = None if self.loading else {
-            "vocab_type": 2, "n_vocab": 151552, "n_ctx_train": 131072, "n_embd": 4096,
-            "n_params": 9_400_000_000, "size": 5_700_000_000}
-        return web.json_response({"object": "list", "data": [{
-            "id": self.model_alias, "object": "model", "created": self._created,
-            "owned_by": "llamacpp", "meta": meta}]})
-
-    async def _props(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "default_generation_settings": {
-                "id": 0, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False,
-                "is_processing": False, "params": self._params()},
-            "total_slots": len(self._slots),
-            "model_path": f"/models/{self.model_alias}.gguf",
-            "chat_template": "{% for message in messages %}...{% endfor %}",
-            "modalities": {"vision": False},
-            "build_info": BUILD_INFO})
-
-    async def _slots_route(self, request: web.Request) -> web.Response:
-        if request.query.get("fail_on_no_slot") and all(s.exchange for s in self._slots):
-            return llama_error(503, "no slot available", "unavailable_error")
-        return web.json_response([self._slot_json(s) for s in self._slots])
-
-    def _slot_json(self, s: _Slot) -> dict:
-        out: dict[str, Any] = {
-            "id": s.id, "id_task": s.id_task, "n_ctx": self.n_ctx, "speculative": False,
-            "is_processing": s.exchange is not None, "params": self._params(),
-            "next_token": {"has_next_token": s.exchange is not None, "has_new_line": False,
-                           "n_remain": -1,
-                           "n_decoded": s.exchange.tokens_sent if s.exchange else 0}}
-        if s.id_task >= 0:  # the current or last task's prompt (§8.x)
-            out.update(n_prompt_tokens=s.n_prompt_tokens,
-                       n_prompt_tokens_processed=s.n_prompt_tokens_processed,
-                       n_prompt_tokens_cache=s.n_prompt_tokens_cache)
-        return out
-
-    async def _metrics_route(self, request: web.Request) -> web.Response:
-        if not self.metrics:
-            return llama_error(501, "This server does not support metrics endpoint.",
-                               "not_supported_error")
-        c = self._counters
-        series = [
-            ("prompt_tokens_total", "counter", c.prompt_tokens_total),
-            ("prompt_seconds_total", "counter", c.prompt_seconds_total),
-            ("tokens_predicted_total", "counter", c.tokens_predicted_total),
-            ("tokens_predicted_seconds_total", "counter", c.tokens_predicted_seconds_total),
-            ("n_decode_total", "counter", c.n_decode_total),
-            ("prompt_tokens_seconds", "gauge", _rate(c.prompt_tokens_total,
-                                                     c.prompt_seconds_total)),
-            ("predicted_tokens_seconds", "gauge", _rate(c.tokens_predicted_total,
-                                                        c.tokens_predicted_seconds_total)),
-            ("requests_processing", "gauge", sum(1 for s in self._slots if s.exchange)),
-            ("requests_deferred", "gauge", self._deferred),
-        ]
-        lines = []
-        for name, kind, value in series:
-            lines += [f"# HELP llamacpp:{name} {name.replace('_', ' ')}.",
-                      f"# TYPE llamacpp:{name} {kind}", f"llamacpp:{name} {value}"]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-    def _params(self) -> dict:
-        return {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95,
-                "min_p": 0.05, "stream": False, "reasoning_format": "deepseek"}
 
     # -- chat completions ----------------------------------------------------------------------
     async def _chat(self, request: web.Request, ex: Exchange) -> web.StreamResponse:
@@ -335,7 +234,7 @@ class LlamaCppSim(SimServer):
                          max_tokens=cap)
         stream_options = _dict(body.get("stream_options"))
         async with self._slot(ex) as slot:
-            cached = self._cached(messages, prompt_tokens) if body.get(
+            cached = self._prompt_cache.cached(messages, prompt_tokens) if body.get(
                 "cache_prompt", True) else 0
             self._tasks += 1
             slot.id_task, slot.n_prompt_tokens = self._tasks, prompt_tokens
@@ -346,7 +245,7 @@ class LlamaCppSim(SimServer):
                 include_usage=bool(stream_options.get("include_usage")),
                 started=time.monotonic(), slot=slot, messages=messages,
                 return_progress=bool(body.get("stream")) and body.get("return_progress") is True)
-            self._remember(messages)
+            self._prompt_cache.remember(messages)
             if body.get("stream"):
                 return await self._stream(request, ex, turn)
             return await self._complete(request, ex, turn)
@@ -370,7 +269,7 @@ class LlamaCppSim(SimServer):
         return None
 
     @contextlib.asynccontextmanager
-    async def _slot(self, ex: Exchange) -> AsyncIterator[_Slot]:
+    async def _slot(self, ex: Exchange) -> AsyncIterator[Slot]:
         # Busy slots defer the task, never reject it (§2.10).
         self._deferred += 1
         try:
@@ -384,31 +283,6 @@ class LlamaCppSim(SimServer):
         finally:
             slot.exchange = None
             self._slot_sem.release()
-
-    def _cached(self, messages: list, prompt_tokens: int) -> int:
-        """Tokens of the longest message prefix shared with a cached prompt."""
-        shared = max((_shared_prefix(old, messages) for old in self._prompt_cache), default=0)
-        chars = sum(len(message_text(m)) for m in messages[:shared])
-        # The last prompt token is always evaluated again, as in llama-server (cache_n = n - 1).
-        return max(0, min(chars // 4, prompt_tokens - 1))
-
-    def _remember(self, messages: list) -> None:
-        """Put a prompt first in the cache; the prompts it extends (or repeats) make way."""
-        rest = [old for old in self._prompt_cache
-                if _shared_prefix(old, messages) < len(old)]
-        self._prompt_cache = [list(messages), *rest][:max(1, self.prompt_cache_size)]
-
-    def _forget_unprocessed(self, messages: list, processed_tokens: int) -> None:
-        """Prompt processing was cut short: keep only the messages it got through."""
-        keep, chars = 0, 0
-        for m in messages:
-            chars += len(message_text(m))
-            if chars // 4 > processed_tokens:
-                break
-            keep += 1
-        self._prompt_cache = [old for old in self._prompt_cache if old != messages]
-        if keep:
-            self._remember(messages[:keep])
 
     async def _process_prompt(self, turn: _Turn, out: _Stream | None) -> None:
         """Prompt processing of the uncached tokens, ``batch_tokens`` at a time.
@@ -436,7 +310,7 @@ class LlamaCppSim(SimServer):
                 if out is not None:
                     await out.write_result(self._progress_chunk(turn, done, start))
         except (asyncio.CancelledError, ConnectionResetError):
-            self._forget_unprocessed(turn.messages, turn.cached_tokens + done)
+            self._prompt_cache.forget_unprocessed(turn.messages, turn.cached_tokens + done)
             raise
 
     def _progress_chunk(self, turn: _Turn, done: int, start: float) -> bytes:
@@ -557,29 +431,15 @@ class LlamaCppSim(SimServer):
         timings = {
             "cache_n": turn.cached_tokens, "prompt_n": prompt_n, "prompt_ms": prompt_ms,
             "prompt_per_token_ms": prompt_ms / prompt_n,
-            "prompt_per_second": _rate(prompt_n, prompt_ms / 1000),
+            "prompt_per_second": rate(prompt_n, prompt_ms / 1000),
             "predicted_n": predicted_n, "predicted_ms": predicted_ms,
             "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
-            "predicted_per_second": _rate(predicted_n, predicted_ms / 1000)}
+            "predicted_per_second": rate(predicted_n, predicted_ms / 1000)}
         return usage, timings
 
 
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def _shared_prefix(old: list, new: list) -> int:
-    """How many leading messages two prompts share."""
-    shared = 0
-    for a, b in zip(old, new, strict=False):
-        if a != b:
-            break
-        shared += 1
-    return shared
-
-
-def _rate(n: float, seconds: float) -> float:
-    return n / seconds if seconds > 0 else 0.0
 
 
 def _random_id(n: int) -> str:
