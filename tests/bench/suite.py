@@ -335,6 +335,17 @@ async def main(quick: bool, litellm: str | None) -> None:
             cloud_via = Target(http, gw + "/v1/chat/completions", cloud_body, expect="cloud")
             pairs = await paired(cloud_direct, cloud_via, n)
             rows += paired_rows("overhead, 1 stream (cloud path)", pairs)
+            # The Anthropic front on the same path: the gateway translates the request and every
+            # chunk into Messages events. Direct: the upstream request the front sends (no thinking).
+            messages_body = {"model": "glm-4.7-cloud", "max_tokens": 1024, "stream": True,
+                             "messages": cloud_body["messages"]}
+            anthropic_direct = Target(http, cloud.url + "/chat/completions",
+                                      {**cloud_body, "model": "zai-glm-4.7", "reasoning_effort": "none",
+                                       "max_completion_tokens": 1024}, {"Authorization": f"Bearer {CLOUD_KEY}"})
+            anthropic_via = Target(http, gw + "/v1/messages", messages_body, {"anthropic-version": "2023-06-01"},
+                                   expect="cloud")
+            pairs = await paired(anthropic_direct, anthropic_via, n)
+            rows += paired_rows("overhead, 1 stream (cloud path, Anthropic front)", pairs)
             for concurrency, per_worker in ((32, 20 if not quick else 5), (256, 4 if not quick else 2)):
                 for t in (direct, via, relay, cloud_direct, cloud_via):  # untimed: open this many connections
                     await load(t, concurrency, 1)                      # first (where they are kept)
