@@ -165,3 +165,24 @@ async def test_a_prefill_is_continued_and_not_repeated(gateway, claude, local_si
         streamed = await stream.get_final_text()
     for text in (created.content[0].text, streamed):
         assert json.loads("{" + text) == {"isNewTopic": False}
+
+
+async def test_output_config_and_platform_fields(claude, cloud_sim, gateway, http):
+    # effort steers a thinking model's reasoning; format is structured output (OpenAI's
+    # response_format, which each backend enforces); fields that steer Anthropic's platform are
+    # accepted and change nothing; MCP servers, which only Anthropic's platform connects, are a 400.
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    await claude.messages.create(
+        model="glm-4.7-cloud", max_tokens=4096, messages=[{"role": "user", "content": "Name this session."}],
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        extra_body={"output_config": {"effort": "max", "format": {"type": "json_schema", "schema": schema}},
+                    "speed": "fast", "service_tier": "auto", "context_management": {"edits": []}})
+    sent = cloud_sim.requests[-1].body
+    assert sent["reasoning_effort"] == "high"
+    assert sent["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": schema, "strict": True}}
+    assert not {"speed", "service_tier", "context_management", "output_config"} & set(sent)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="glm-4.7-cloud", max_tokens=64, messages=[{"role": "user", "content": "x"}],
+                                     extra_body={"mcp_servers": [{"type": "url", "url": "https://mcp.example"}]})
+    assert info.value.body["error"]["message"].startswith("mcp_servers")

@@ -131,3 +131,28 @@ def sampling(req: dict[str, Any], body: dict[str, Any]) -> None:
         user = metadata.get("user_id")
         if user is not None and not isinstance(user, str):
             raise InvalidRequest("metadata.user_id: Input should be a valid string")
+
+
+def output_config(config: Any, thinking: bool, body: dict[str, Any]) -> None:
+    """``effort`` sets how hard a thinking model reasons; ``format`` (a JSON schema) is OpenAI's
+    ``response_format``, which llama.cpp turns into a grammar and Cerebras enforces."""
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise InvalidRequest(f"output_config: Input should be an object (got {_kind(config)})")
+    effort = config.get("effort")
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise InvalidRequest(f"output_config.effort: Input should be {', '.join(EFFORTS)} (got {effort!r})")
+        if thinking:  # without thinking the model is told not to reason at all, whatever the effort
+            body["reasoning_effort"] = EFFORTS[effort]
+    fmt = config.get("format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise InvalidRequest("output_config.format: Input should be {\"type\": \"json_schema\", \"schema\": {...}}")
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
+
+
+# Anthropic's effort levels as OpenAI's reasoning_effort (which has no level above high).
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

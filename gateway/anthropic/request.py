@@ -34,7 +34,7 @@ import attrs
 import orjson
 
 from config.schema import LimitsConfig
-from gateway.anthropic.options import sampling, thinking_effort, tool_choice, tools_of
+from gateway.anthropic.options import output_config, sampling, thinking_effort, tool_choice, tools_of
 from gateway.anthropic.shapes import kind_of as _kind
 from gateway.errors import InvalidRequest
 from gateway.validation import check_size
@@ -44,10 +44,18 @@ TOOL_ERROR = "<tool_use_error>"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 USER_BLOCKS = frozenset({"text", "image", "tool_result", "document"})
 ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+# What the request's fields do here. Translated: model, max_tokens, messages, system, stream,
+# tools, tool_choice, thinking, stop_sequences, temperature, top_p, top_k, metadata and
+# output_config. Accepted and ignored, because they steer Anthropic's platform and not what the
+# answer says (and a Claude Code update that starts sending one must not break it):
+PLATFORM = frozenset({"service_tier", "speed", "inference_geo", "diagnostics", "cache_control", "container",
+                      "workspace_id", "user_profile_id", "billing_policy", "fallback_credit_token", "betas",
+                      # Anthropic's server-side clearing of old tool results and compaction: the
+                      # backends get the whole context instead, which changes no answer's meaning.
+                      "context_management", "compaction", "thread", "fallbacks"})
 KNOWN = frozenset({"model", "max_tokens", "messages", "system", "stop_sequences", "stream", "temperature", "top_p",
-                   "top_k", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container",
-                   "context_management", "output_config", "cache_control", "speed", "inference_geo",
-                   "diagnostics", "mcp_servers"})
+                   "top_k", "metadata", "tools", "tool_choice", "thinking", "output_config", "mcp_servers",
+                   *PLATFORM})
 
 
 @attrs.frozen
@@ -100,6 +108,10 @@ def parse_messages_request(raw: bytes, content_type: str | None, limits: LimitsC
         body["tools"] = tools
     tool_choice(req.get("tool_choice"), names, body)
     thinking = thinking_effort(req.get("thinking"), max_tokens, body)
+    output_config(req.get("output_config"), thinking, body)
+    if req.get("mcp_servers"):
+        raise InvalidRequest("mcp_servers: MCP servers are connected by Anthropic's platform; this gateway's "
+                             "models take the MCP tools as custom tools (the agent's own MCP client does)")
     sampling(req, body)
     if limits is not None:
         check_size(messages, limits)
