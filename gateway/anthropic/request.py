@@ -44,6 +44,7 @@ TOOL_ERROR = "<tool_use_error>"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 USER_BLOCKS = frozenset({"text", "image", "tool_result", "document"})
 ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+RESULT_BLOCKS = frozenset({"text", "image", "document", "search_result", "tool_reference"})
 # What the request's fields do here. Translated: model, max_tokens, messages, system, stream,
 # tools, tool_choice, thinking, stop_sequences, temperature, top_p, top_k, metadata and
 # output_config. Accepted and ignored, because they steer Anthropic's platform and not what the
@@ -276,8 +277,10 @@ def _result_content(content: Any, at: str) -> tuple[str, list[dict[str, Any]]]:
         raise InvalidRequest(f"{at}.content: Input should be a valid string or a list of blocks (got {_kind(content)})")
     texts, images = [], []
     for k, block in enumerate(content):
-        kind = _block_type(block, f"{at}.content.{k}", frozenset({"text", "image", "document", "search_result"}))
-        if kind == "image":
+        kind = _block_type(block, f"{at}.content.{k}", RESULT_BLOCKS)
+        if kind == "tool_reference":  # tool search's answer: the name of a tool now available
+            texts.append(f"[tool {block.get('tool_name')}]")
+        elif kind == "image":
             images.append(_image(block, f"{at}.content.{k}"))
         elif kind == "document":
             texts.append(_document(block, f"{at}.content.{k}"))
