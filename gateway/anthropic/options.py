@@ -142,7 +142,7 @@ def output_config(config: Any, thinking: bool, body: dict[str, Any]) -> None:
         raise InvalidRequest(f"output_config: Input should be an object (got {_kind(config)})")
     effort = config.get("effort")
     if effort is not None:
-        if effort not in EFFORTS:
+        if not isinstance(effort, str) or effort not in EFFORTS:
             raise InvalidRequest(f"output_config.effort: Input should be {', '.join(EFFORTS)} (got {effort!r})")
         if thinking:  # without thinking the model is told not to reason at all, whatever the effort
             body["reasoning_effort"] = EFFORTS[effort]

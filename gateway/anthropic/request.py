@@ -297,7 +297,7 @@ def _block_type(block: Any, at: str, allowed: frozenset[str]) -> str:
     if not isinstance(block, dict):
         raise InvalidRequest(f"{at}: Input should be an object (got {_kind(block)})")
     kind = block.get("type")
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:
         raise InvalidRequest(f"{at}: Input tag {kind!r} found using 'type' does not match any of the expected "
                              f"tags: {', '.join(sorted(allowed))}")
     return str(kind)
@@ -319,7 +319,7 @@ def _image(block: dict[str, Any], at: str) -> dict[str, Any]:
     kind = source.get("type")
     if kind == "base64":
         media, data = source.get("media_type"), source.get("data")
-        if media not in IMAGE_TYPES:
+        if not isinstance(media, str) or media not in IMAGE_TYPES:
             raise InvalidRequest(f"{at}.source.media_type: Input should be {', '.join(sorted(IMAGE_TYPES))} "
                                  f"(got {media!r})")
         if not isinstance(data, str) or not data:
