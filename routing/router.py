@@ -87,12 +87,13 @@ class Router:
               pin: str | None = None, *, ceiling: bool = False) -> Route:
         """``ceiling``: the body's ``max_tokens`` is the model's output ceiling, not what the
         answer needs (Claude Code sends 32,000 or 64,000 on every turn), so the context check
-        keeps ``output_reserve_tokens`` free instead. A local answer that would run past the
-        context then stops with finish_reason ``length``, which the client sees."""
+        keeps at most ``output_reserve_tokens`` free (fewer if ``max_tokens`` is smaller). A
+        local answer that would run past the context then stops with finish_reason ``length``,
+        which the client sees."""
         now = self.clock()
         features = extract_features(body, self.counter, self.known_tasks)
-        if ceiling:
-            features = attrs.evolve(features, max_tokens=None)
+        if ceiling and features.max_tokens:
+            features = attrs.evolve(features, max_tokens=min(features.max_tokens, self.cfg.output_reserve_tokens))
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)

@@ -278,3 +278,25 @@ async def test_a_client_that_leaves_mid_answer_cancels_the_upstream(gateway_fact
     resp.close()
     (local,) = await local_sim.wait_for_requests(1)
     assert local.outcome == "cancelled"
+
+
+async def test_max_tokens_is_a_ceiling_in_the_context_check(gateway_factory, http, local_sim):
+    # Claude Code sends its model's whole output ceiling as max_tokens. Taken as a need, every
+    # turn would overflow a local context; the check keeps at most the answer reserve free, or
+    # max_tokens if that is smaller.
+    local_sim.n_ctx = 2048
+    gateway = await gateway_factory(local={"context_window": 2048})
+    ask_for = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Fix the typo"}]}
+    routes = []
+    for max_tokens in (24, 32_000):
+        async with http.post(gateway.make_url("/v1/messages"), json={**ask_for, "max_tokens": max_tokens},
+                             headers=HEADERS) as resp:
+            assert resp.status == 200, await resp.text()
+            routes.append((resp.headers["x-glm-backend"], resp.headers["x-glm-route-reason"]))
+    # 24 tokens fit 2,048; the reserve (4,096) does not, so the cloud, with the reason said.
+    assert routes == [("local", "local_first"), ("cloud", "context")]
+    local_sim.n_ctx = 65_536
+    bigger = await gateway_factory(local={"context_window": 65_536})
+    async with http.post(bigger.make_url("/v1/messages"), json={**ask_for, "max_tokens": 64_000},
+                         headers=HEADERS) as resp:
+        assert resp.headers["x-glm-backend"] == "local"  # 64,000 asked, 4,096 kept free: it fits

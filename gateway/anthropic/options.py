@@ -8,6 +8,9 @@ from typing import Any
 from gateway.anthropic.shapes import kind_of as _kind
 from gateway.errors import InvalidRequest
 
+# Anthropic's effort levels as OpenAI's reasoning_effort (which has no level above high).
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+
 
 def tools_of(tools: Any) -> tuple[list[dict[str, Any]], set[str]]:
     if tools is None:
@@ -152,7 +155,3 @@ def output_config(config: Any, thinking: bool, body: dict[str, Any]) -> None:
             raise InvalidRequest("output_config.format: Input should be {\"type\": \"json_schema\", \"schema\": {...}}")
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
-
-
-# Anthropic's effort levels as OpenAI's reasoning_effort (which has no level above high).
-EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

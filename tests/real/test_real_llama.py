@@ -229,3 +229,31 @@ async def test_real_llama_prefill_eta_switches_to_the_cloud_at_once(slow_llama, 
         assert long_events[-1] == "[DONE]"
     finally:
         await cloud.stop()
+
+
+async def test_real_llama_through_the_anthropic_front(stack):
+    """#15: the anthropic SDK against the real server: a streamed and a whole message, and a
+    prefill, which the real llama-server echoes in its first streamed delta (protocols.md §8)
+    and returns whole when not streaming; the client gets the continuation only, as from Claude."""
+    import anthropic
+
+    _, _, _, server = stack
+    async with anthropic.AsyncAnthropic(base_url=str(server.make_url("")), api_key="x", max_retries=0) as claude:
+        ask = dict(model="claude-haiku-4-5", max_tokens=24, messages=[{"role": "user", "content": "Say hello."}])
+        async with claude.messages.stream(**ask) as stream:
+            streamed = await stream.get_final_message()
+            assert stream.response.headers["x-glm-backend"] == "local"  # 24 tokens fit its 2,048
+        whole = await claude.messages.create(**ask)
+        for message in (streamed, whole):
+            assert message.content[0].type == "text" and message.content[0].text
+            assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
+        prefill = "1, 2, 3,"
+        ask = dict(model="glm-4.7-local", max_tokens=12, messages=[
+            {"role": "user", "content": "Count from 1 to 10, separated by commas."},
+            {"role": "assistant", "content": prefill}])
+        async with claude.messages.stream(**ask) as stream:
+            streamed_text = await stream.get_final_text()
+        whole_text = (await claude.messages.create(**ask)).content[0].text
+    print(f"\nanthropic front on real llama: {streamed.content[0].text!r}; after the prefill {prefill!r}: "
+          f"streamed {streamed_text!r}, whole {whole_text!r}")
+    assert not streamed_text.startswith(prefill) and not whole_text.startswith(prefill)
