@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import anthropic
+import openai
 import pytest
 
 from backends.sim import Fault
@@ -82,3 +83,7 @@ async def test_models_answer_in_the_shape_of_the_api_that_asks(gateway, http):
             await claude.models.retrieve("claude-nonexistent")
     async with http.get(gateway.make_url("/v1/models")) as resp:  # no anthropic-version: OpenAI's shape
         assert (await resp.json())["object"] == "list"
+    async with openai.AsyncOpenAI(base_url=str(gateway.make_url("/v1")), api_key="x", max_retries=0) as oai:
+        assert (await oai.models.retrieve("glm-4.7-cloud")).model_extra == {"backend": "cloud", "pins": "tier"}
+        with pytest.raises(openai.NotFoundError):
+            await oai.models.retrieve("claude-nonexistent")
