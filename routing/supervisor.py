@@ -84,22 +84,23 @@ class Supervision:
                         flow.won(hedged.winner)
                         name = self.current = hedged.winner
                         yield Started(name, reason, flow.attempt)
+                serving = name in self.served  # a continuation by a backend that served before
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
                         if chunk.limits:  # a response's rate-limit readings, on its first chunk
                             states.observe_limits(name, chunk.limits)
                         for out in splice.accept(chunk):
                             yield out
-                        if splice.delivered and name not in self.served:
+                        if not serving and splice.delivered:
+                            serving = True
                             self.served.append(name)
                             now = clock()
                             states.speeds[name].observe_ttft(now - attempt_started)
                             if ttft_s is None:
                                 ttft_s = now - started
                             yield Serving(name)
-                        timings = chunk.data.get("timings")
-                        if timings:  # llama.cpp's own measurement, on its last chunk
-                            states.speeds[name].observe_timings(timings)
+                        if "timings" in chunk.data and chunk.data["timings"]:  # llama.cpp's, on its last chunk
+                            states.speeds[name].observe_timings(chunk.data["timings"])
             except (GeneratorExit, asyncio.CancelledError):
                 # The client left: what this backend consumed is still owed to accounting.
                 if self.current is not None and self.current not in self.used:

@@ -58,14 +58,15 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
                                              status=504, failure=failure) from None
                 finally:
                     dog.task = None
-                if chunk.progress is not None and failure == "ttft":
-                    _judge_prefill(backend, chunk.progress, clock(), started, dog, abandon, switchable)
-                if chunk.silent:
-                    role = role or chunk
-                    continue
-                if role is not None:
-                    yield role._replace(silent=False)
-                    role = None
+                if failure == "ttft":  # prefill progress and its silent chunks come before the first delta only
+                    if chunk.progress is not None:
+                        _judge_prefill(backend, chunk.progress, clock(), started, dog, abandon, switchable)
+                    if chunk.silent:
+                        role = role or chunk
+                        continue
+                    if role is not None:
+                        yield role._replace(silent=False)
+                        role = None
                 if is_delta(chunk.data):
                     dog.move(clock() + cfg.stall_timeout_s)
                     failure, limit = "stall", cfg.stall_timeout_s
