@@ -187,8 +187,8 @@ def message_of(data: Mapping[str, Any], message_id: str, model: str, tally: Outc
     if message.get("reasoning_content"):
         content.append({"type": "thinking", "thinking": message["reasoning_content"], "signature": SIGNATURE})
     text = message.get("content") or ""
-    if text and prefill:
-        text, _ = unecho(text, prefill)
+    if prefill and text.startswith(prefill):  # whole, llama.cpp returns the prefill and what follows
+        text = text[len(prefill):]
     if text:
         content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or ():
