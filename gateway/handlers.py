@@ -186,7 +186,9 @@ async def serve(request: web.Request, chat: Parsed, front: Front) -> web.StreamR
 def _log_entry(row: dict[str, Any], chat: Parsed, tally: Outcome, client: str,
                failure: BackendError | APIError | None, dropped: list[str]) -> dict[str, Any]:
     """The per-request log line: the ledger row, minus zeros, plus what only the log needs."""
-    entry = {k: v for k, v in row.items() if v not in (None, 0, 0.0) or k in ("status", "savings")}
+    # Truthiness, not comparisons with None and zeros: a comparison per field (some are dicts)
+    # was most of this line's cost. The usage_by_backend column is by_backend's JSON: once is enough.
+    entry = {k: v for k, v in row.items() if (v or k in ("status", "savings")) and k != "usage_by_backend"}
     entry.update(model=chat.model, client=client, failures=tally.failures or None,
                  dropped={name: sorted(chat.non_text_parts) for name in dropped} or None)
     if failure is not None:  # refused before the answer started: what the client was told
