@@ -58,7 +58,8 @@ class ChatRequest:
     max_tokens_is_ceiling: bool = False  # an OpenAI client's max_tokens is what it wants room for
 
 
-def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None) -> ChatRequest:
+def json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
+    """A request body as the JSON object every API front expects, or the 4xx saying why not."""
     if content_type and not _is_json(content_type):
         raise InvalidRequest(f"Content-Type must be application/json (got {content_type!r})",
                              code="unsupported_media_type", status=415)
@@ -67,19 +68,24 @@ def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfi
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
-        raise InvalidRequest(f"request body must be a JSON object, not {_kind(body)}", code="invalid_body")
+        raise InvalidRequest(f"request body must be a JSON object, not {kind_of(body)}", code="invalid_body")
+    return body
+
+
+def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None) -> ChatRequest:
+    body = json_object(raw, content_type)
     non_text = _check_messages(body.get("messages"))
     if limits is not None:
         check_size(body["messages"], limits)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidRequest(f"model must be a string, not {_kind(model)}", param="model",
+        raise InvalidRequest(f"model must be a string, not {kind_of(model)}", param="model",
                              code="invalid_type")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
-        raise InvalidRequest(f"stream must be a boolean, not {_kind(stream)}", param="stream",
+        raise InvalidRequest(f"stream must be a boolean, not {kind_of(stream)}", param="stream",
                              code="invalid_type")
     include_usage = _check_stream_options(body.get("stream_options"))
     for name, (types, low, high) in NUMERIC.items():
@@ -87,7 +93,7 @@ def parse_chat_request(raw: bytes, content_type: str | None, limits: LimitsConfi
             _check_number(name, body[name], types, low, high)
     for name, types in TYPED.items():
         if body.get(name) is not None and not isinstance(body[name], types):
-            raise InvalidRequest(f"{name} must be {_wanted(types)}, not {_kind(body[name])}", param=name,
+            raise InvalidRequest(f"{name} must be {_wanted(types)}, not {kind_of(body[name])}", param=name,
                                  code="invalid_type")
     if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
         raise InvalidRequest("top_logprobs needs logprobs set to true", param="top_logprobs",
@@ -104,7 +110,7 @@ def _check_messages(messages: Any) -> frozenset[str]:
     if messages is None:
         raise InvalidRequest("messages is required", param="messages", code="missing_required_parameter")
     if not isinstance(messages, list):
-        raise InvalidRequest(f"messages must be an array, not {_kind(messages)}", param="messages",
+        raise InvalidRequest(f"messages must be an array, not {kind_of(messages)}", param="messages",
                              code="invalid_type")
     if not messages:
         raise InvalidRequest("messages must not be empty", param="messages", code="empty_array")
@@ -112,7 +118,7 @@ def _check_messages(messages: Any) -> frozenset[str]:
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise InvalidRequest(f"{where} must be an object, not {_kind(message)}", param=where,
+            raise InvalidRequest(f"{where} must be an object, not {kind_of(message)}", param=where,
                                  code="invalid_type")
         role = message.get("role")
         if role is None:
@@ -155,7 +161,7 @@ def _check_content(content: Any, role: str, where: str, non_text: set[str]) -> N
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where} must be a string or an array of parts, not {_kind(content)}",
+        raise InvalidRequest(f"{where} must be a string or an array of parts, not {kind_of(content)}",
                              param=where, code="invalid_type")
     for j, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
@@ -180,7 +186,7 @@ def _check_content(content: Any, role: str, where: str, non_text: set[str]) -> N
 def _check_tool_calls(calls: Any, where: str) -> None:
     """The tool calls of an assistant turn in the history, as the upstream will need them."""
     if not isinstance(calls, list):
-        raise InvalidRequest(f"{where} must be an array, not {_kind(calls)}", param=where, code="invalid_type")
+        raise InvalidRequest(f"{where} must be an array, not {kind_of(calls)}", param=where, code="invalid_type")
     for k, call in enumerate(calls):
         function = _required(call, f"{where}[{k}]", dict).get("function")
         _required(function, f"{where}[{k}].function", dict)
@@ -192,7 +198,7 @@ def _check_stream_options(options: Any) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        raise InvalidRequest(f"stream_options must be an object, not {_kind(options)}",
+        raise InvalidRequest(f"stream_options must be an object, not {kind_of(options)}",
                              param="stream_options", code="invalid_type")
     include = options.get("include_usage", False)
     if not isinstance(include, bool):
@@ -207,7 +213,7 @@ def _check_stop(stop: list[Any]) -> None:
                              code="invalid_value")
     for i, sequence in enumerate(stop):
         if not isinstance(sequence, str):
-            raise InvalidRequest(f"stop[{i}] must be a string, not {_kind(sequence)}", param=f"stop[{i}]",
+            raise InvalidRequest(f"stop[{i}] must be a string, not {kind_of(sequence)}", param=f"stop[{i}]",
                                  code="invalid_type")
 
 
@@ -264,7 +270,7 @@ def _required(value: Any, param: str, types: type | tuple[type, ...]) -> Any:
     if value is None or value == "":
         raise InvalidRequest(f"{param} is required", param=param, code="missing_required_parameter")
     if not isinstance(value, types):
-        raise InvalidRequest(f"{param} must be {_wanted(types)}, not {_kind(value)}", param=param,
+        raise InvalidRequest(f"{param} must be {_wanted(types)}, not {kind_of(value)}", param=param,
                              code="invalid_type")
     return value
 
@@ -273,7 +279,7 @@ def _check_number(name: str, value: Any, types: tuple[type, ...], low: float | N
                   high: float | None) -> None:
     if isinstance(value, bool) or not isinstance(value, types):
         wanted = "an integer" if types == (int,) else "a number"
-        raise InvalidRequest(f"{name} must be {wanted}, not {_kind(value)}", param=name,
+        raise InvalidRequest(f"{name} must be {wanted}, not {kind_of(value)}", param=name,
                              code="invalid_type")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"{low}" if low == high else f"between {low} and {high}" if high is not None else f">= {low}"
@@ -300,6 +306,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.anthropic.shapes import kind_of as _kind
 from gateway.errors import InvalidRequest
+from gateway.validation import kind_of as _kind
 
 # Anthropic's effort levels as OpenAI's reasoning_effort (which has no level above high).
 EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

@@ -35,9 +35,9 @@ import orjson
 
 from config.schema import LimitsConfig
 from gateway.anthropic.options import output_config, sampling, thinking_effort, tool_choice, tools_of
-from gateway.anthropic.shapes import kind_of as _kind
 from gateway.errors import InvalidRequest
-from gateway.validation import check_size
+from gateway.validation import check_size, json_object
+from gateway.validation import kind_of as _kind
 
 BILLING_HEADER = "x-anthropic-billing-header:"
 TOOL_ERROR = "<tool_use_error>"
@@ -76,14 +76,7 @@ class MessagesRequest:
 def parse_messages_request(raw: bytes, content_type: str | None, limits: LimitsConfig | None = None,
                            *, counting: bool = False) -> MessagesRequest:
     """``counting``: a ``count_tokens`` body, which has no ``max_tokens``."""
-    if content_type and content_type.split(";")[0].strip().lower() not in ("application/json", ""):
-        raise InvalidRequest(f"Content-Type must be application/json (got {content_type!r})", status=415)
-    try:
-        req = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(req, dict):
-        raise InvalidRequest(f"the request body must be a JSON object, not {_kind(req)}")
+    req = json_object(raw, content_type)
     for key in req:
         if key not in KNOWN:
             raise InvalidRequest(f"{key}: Extra inputs are not permitted")
