@@ -142,9 +142,9 @@ def decide(features: Features, classification: Classification, views: Mapping[st
     def slow(view: BackendView) -> bool:
         return bool(cfg.max_local_ttft_s) and (view.predicted_ttft_s or 0.0) > cfg.max_local_ttft_s
 
+    out = {name: views[name].unavailable() for name, _ in order}
     # Too slow only matters if something faster could serve: a slow answer beats none.
-    someone_fast = any(not slow(views[n]) and not views[n].unavailable() and needed <= views[n].context_window
-                       for n, _ in order)
+    someone_fast = any(not slow(views[n]) and not out[n] and needed <= views[n].context_window for n, _ in order)
     skipped: list[tuple[str, str]] = []
     rule_of: dict[str, str] = {}
     for name, _ in order:
@@ -156,7 +156,7 @@ def decide(features: Features, classification: Classification, views: Mapping[st
         elif someone_fast and slow(view):
             why, rule = f"predicted time to first token {view.predicted_ttft_s:.0f}s", "slow_local"
         else:
-            why, rule = view.unavailable() or "", "unavailable"
+            why, rule = out[name] or "", "unavailable"
         if why:
             skipped.append((name, why))
             rule_of[name] = rule

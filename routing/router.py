@@ -26,7 +26,7 @@ from routing.conversations import Conversations
 from routing.errors import ConversationStopped, NoBackendAvailable
 from routing.escalation import Detector, turn_fingerprint
 from routing.events import Outcome
-from routing.features import Features, KnownTasks, extract_features
+from routing.features import Features, LastTurns, extract_features
 from routing.judge import Judge, JudgeVerdict
 from routing.policy import ONLY, NoRoute, RouteDecision, decide
 from routing.scorer import Scorer
@@ -69,7 +69,7 @@ class Router:
         self.tiers = {name: b.tier for name, b in backends.items()}
         self.prefill = {name: b.caps.prefill for name, b in backends.items()}
         self.detector = Detector(cfg.escalation)
-        self.known_tasks = KnownTasks()
+        self.last_turns = LastTurns()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
         judge_backend = self._judge_backend(cfg.judge.backend) if cfg.judge.enabled else None
         self.judge = Judge(judge_backend, cfg.judge, self.clock) if judge_backend is not None else None
@@ -91,7 +91,7 @@ class Router:
         local answer that would run past the context then stops with finish_reason ``length``,
         which the client sees."""
         now = self.clock()
-        features = extract_features(body, self.counter, self.known_tasks)
+        features = extract_features(body, self.counter, self.last_turns)
         if ceiling and features.max_tokens:
             features = attrs.evolve(features, max_tokens=min(features.max_tokens, self.cfg.output_reserve_tokens))
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)

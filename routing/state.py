@@ -66,6 +66,13 @@ class CircuitBreaker:
         # Half-open: one trial at a time; a trial that never reported back expires.
         return self.trial_at is None or now >= self.trial_at + self.base_open_s
 
+    def at(self, now: float) -> tuple[str, float | None]:
+        """(the state routing sees, when an open circuit ends), in one step: every request asks
+        this of every backend, and nearly always the circuit is closed."""
+        if self.opened_at is None:
+            return CLOSED, None
+        return (OPEN if not self.allows(now) else self.state(now)), self.reopens_at(now)
+
     def reopens_at(self, now: float) -> float | None:
         return self.opened_at + self.open_s if self.state(now) == OPEN and self.opened_at is not None else None
 
@@ -218,24 +225,29 @@ class BackendStates:
 
     def view(self, name: str, needed_tokens: int, now: float, prompt_tokens: int = 0,
              conversation: str = "") -> BackendView:
-        until, why = self.cooling_until.get(name), "cooling down after 429"
-        if until is not None and now >= until:
-            until = None
-        limited = ratelimited_until(self.rate_limits[name], needed_tokens, self.cfg.ratelimit_reserve, now)
-        if limited is not None and (until is None or limited > until):
-            until, why = limited, "rate limit nearly spent"
-        breaker = self.breakers[name]
-        ends = [t for t in (until, breaker.reopens_at(now)) if t is not None]
+        # Written for the common case (no cooldown, no rate-limit reading, a closed circuit):
+        # every request builds a view of every backend.
+        until = self.cooling_until.get(name)
+        why = None
+        if until is not None:
+            if now >= until:
+                until = None
+            else:
+                why = "cooling down after 429"
+        limits = self.rate_limits[name]
+        if limits:
+            limited = ratelimited_until(limits, needed_tokens, self.cfg.ratelimit_reserve, now)
+            if limited is not None and (until is None or limited > until):
+                until, why = limited, "rate limit nearly spent"
+        breaker, reopens = self.breakers[name].at(now)
+        retry_at = reopens if until is None else until if reopens is None else max(until, reopens)
+        config, in_flight = self.configs[name], self.in_flight[name]
+        cached = self.sticky.cached(conversation, name, now) if conversation else 0
         return BackendView(
-            name=name, context_window=self.context_window(name), supports_images=self.configs[name].supports_images,
-            health=self.health[name], tier=self.configs[name].tier, rank=self.ranks[name],
-            in_flight=self.in_flight[name],
-            breaker=OPEN if not breaker.allows(now) else breaker.state(now),
-            blocked_until=until, blocked_why=why if until is not None else None,
-            over_budget=self.budget(name),
-            retry_at=max(ends) if ends else None,
-            predicted_ttft_s=self.speeds[name].predict_ttft(
-                max(0, prompt_tokens - self.sticky.cached(conversation, name, now)), self.in_flight[name]),
+            name, self.context_window(name), config.supports_images, self.health[name], tier=config.tier,
+            rank=self.ranks[name], in_flight=in_flight, breaker=breaker, blocked_until=until, blocked_why=why,
+            over_budget=self.budget(name), retry_at=retry_at,
+            predicted_ttft_s=self.speeds[name].predict_ttft(max(0, prompt_tokens - cached), in_flight),
         )
 
     # --- events --------------------------------------------------------------------------------

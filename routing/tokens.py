@@ -9,8 +9,9 @@ with no network. Failing that, a calibrated characters-per-token estimate is use
 GLM's own tokenizer differs from cl100k; counts are estimates for routing and for usage the
 upstream did not report, not billing truth.
 
-Cline resends the whole conversation every turn, so counts are cached per message: routing a
-128k-token conversation after its first turn costs dictionary lookups, not tokenisation.
+Cline resends the whole conversation every turn, so counts are cached per message: a message
+is tokenised once. On top of that, :class:`routing.features.LastTurns` skips even the lookups
+for the part of a history that is exactly the last turn's.
 """
 
 from __future__ import annotations
@@ -117,30 +118,59 @@ class TokenCounter:
         return self._count(text) if text else 0
 
     def count_messages(self, messages: Iterable[Any]) -> int:
-        return sum(self.count_message(m)[0] for m in messages if isinstance(m, dict))
+        return self.tally([m for m in messages if isinstance(m, dict)])[0]
 
     def count_message(self, message: dict[str, Any]) -> tuple[int, int]:
         """(tokens, images) of one chat message, counted once per distinct message."""
-        text, images = message_text(message)
-        return self.count_cached(text) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS, images
+        tokens, images, _ = self.tally([message])
+        return tokens, images
+
+    def tally(self, messages: list[dict[str, Any]]) -> tuple[int, int, int]:
+        """(tokens, images, assistant turns) of a conversation's messages, in one pass.
+
+        This is the routing decision's one loop over the whole history, so it is written for
+        speed: Cline's and Claude Code's messages are mostly ``{"role", "content"}`` with a
+        string, which skips the general walk, and the cache lookup is inline. On a 250-message
+        conversation a call per message per step cost more than everything else in routing.
+        """
+        tokens = images = assistants = 0
+        cache, size = self._cache, FINGERPRINT_CHARS
+        for message in messages:
+            content = message.get("content")
+            if len(message) == 2 and isinstance(content, str):  # role and content, nothing else
+                text = content
+            else:
+                text, seen = message_text(message)
+                images += seen
+            # Long texts are fingerprinted by length and both ends, not hashed in full: Cline
+            # resends ~100 messages per turn and hashing 500 kB every turn would cost more than
+            # the whole routing budget. History is append-only, so a collision needs two
+            # messages of equal length with equal ends, and would only blur an estimate.
+            length = len(text)
+            key = hash((length, text[:size], text[-size:])) if length > 2 * size else hash(text)
+            count = cache.get(key)
+            if count is None:
+                count = self._remember(key, text)
+            else:
+                cache.move_to_end(key)
+            tokens += count
+            if message.get("role") == "assistant":
+                assistants += 1
+        return tokens + MESSAGE_OVERHEAD * len(messages) + images * IMAGE_TOKENS, images, assistants
 
     def count_cached(self, text: str) -> int:
         """``count(text)``, remembered: Cline resends the same messages every turn."""
-        # Long texts are fingerprinted by length and both ends, not hashed in full: Cline
-        # resends ~100 messages per turn and hashing 500 kB every turn would cost more than
-        # the whole routing budget. History is append-only, so a collision needs two messages
-        # of equal length with equal ends, and would only blur an estimate.
+        length, size = len(text), FINGERPRINT_CHARS
+        key = hash((length, text[:size], text[-size:])) if length > 2 * size else hash(text)
+        count = self._cache.get(key)
+        if count is None:
+            return self._remember(key, text)
+        self._cache.move_to_end(key)
+        return count
+
+    def _remember(self, key: int, text: str) -> int:
         # The cache keeps a 64-bit hash, not the text or its slices: entries stay ~150 bytes.
-        if len(text) > 2 * FINGERPRINT_CHARS:
-            key = hash((len(text), text[:FINGERPRINT_CHARS], text[-FINGERPRINT_CHARS:]))
-        else:
-            key = hash(text)
-        tokens = self._cache.get(key)
-        if tokens is not None:
-            self._cache.move_to_end(key)
-            return tokens
-        tokens = self.count(text)
-        self._cache[key] = tokens
+        tokens = self._cache[key] = self.count(text)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return tokens
