@@ -21,6 +21,7 @@ import asyncio
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +58,9 @@ server: {{keepalive_s: 600}}
     return path
 
 
-async def count(version: Path, requests: int, local_url: str, cloud_url: str) -> int:
-    """Instructions of one gateway process's whole life, serving ``requests`` after the warm-up."""
+async def count(version: Path, requests: int, local_url: str, cloud_url: str, keep: Path | None = None) -> int:
+    """Instructions of one gateway process's whole life, serving ``requests`` after the warm-up.
+    ``keep``: where to leave valgrind's profile (``callgrind_annotate`` reads it)."""
     work = Path(tempfile.mkdtemp(prefix="glm-instructions-"))
     port = 18500 + (os.getpid() + requests) % 400
     out = work / "callgrind.out"
@@ -89,21 +91,24 @@ async def count(version: Path, requests: int, local_url: str, cloud_url: str) ->
     finally:
         proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(proc.wait, 600)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, keep / f"callgrind.{version.name}.{requests}")
     found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
     if found is None:
         raise RuntimeError(f"no totals in {out}")
     return int(found.group(1))
 
 
-async def instructions(versions: list[Path], requests: int) -> None:
+async def instructions(versions: list[Path], requests: int, keep: Path | None = None) -> None:
     local = LlamaCppSim(ANSWER, tokens_per_s=None)
     cloud = CerebrasSim(ANSWER, tokens_per_s=None, api_key=CLOUD_KEY)
     local_url, cloud_url = await local.start(), await cloud.start()
     try:
         print(f"# instructions per request, cloud path, 20-token answers ({requests} requests apart)")
         for version in versions:
-            low = await count(version, 0, local_url, cloud_url)
-            high = await count(version, requests, local_url, cloud_url)
+            low = await count(version, 0, local_url, cloud_url, keep)
+            high = await count(version, requests, local_url, cloud_url, keep)
             print(f"{version}: {(high - low) / requests / 1e6:.3f} M instructions per request", flush=True)
     finally:
         await local.stop()
@@ -167,12 +172,13 @@ def main() -> None:
     parser.add_argument("--version-dir", type=Path, action="append", default=[],
                         help="a checkout to measure (repeatable; default: this one)")
     parser.add_argument("--opcodes", action="store_true", help="Python opcodes per function, in process")
+    parser.add_argument("--keep", type=Path, help="a folder to keep each run's callgrind profile in")
     args = parser.parse_args()
     if args.opcodes:
         asyncio.run(opcodes(min(args.requests, 50)))
     else:
         versions = args.version_dir or [Path(__file__).resolve().parents[2]]
-        asyncio.run(instructions([v.resolve() for v in versions], args.requests))
+        asyncio.run(instructions([v.resolve() for v in versions], args.requests, args.keep))
 
 
 if __name__ == "__main__":
