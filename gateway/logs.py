@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import time
 from typing import Any, Iterable
 
 import orjson
@@ -41,13 +42,29 @@ class SecretFilter(logging.Filter):
         self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
+        message = record.getMessage()
+        if self.secrets and any(s in message for s in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+        # Kept formatted: the formatter would otherwise format the message a second time.
+        record.msg, record.args = message, None
         return True
+
+
+class Formatter(logging.Formatter):
+    """FORMAT, with the date and time formatted once per second, not once per line: the
+    request line is written for every request, and ``strftime`` was a fifth of its cost."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # swapped whole: the ledger's thread logs too
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+        return self.default_msec_format % (cached[1], record.msecs)
 
 
 def secrets_of(cfg: GatewayConfig) -> list[str]:
@@ -77,7 +94,7 @@ def setup_logging(cfg: GatewayConfig) -> list[logging.Handler]:
             encoding="utf-8"))
     scrub = SecretFilter(secrets_of(cfg))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(Formatter())
         handler.addFilter(scrub)
     for name in OUR_LOGGERS + ("aiohttp",):
         logger = logging.getLogger(name)
