@@ -130,11 +130,10 @@ class TokenCounter:
 
         This is the routing decision's one loop over the whole history, so it is written for
         speed: Cline's and Claude Code's messages are mostly ``{"role", "content"}`` with a
-        string, which skips the general walk, and the cache lookup is inline. On a 250-message
-        conversation a call per message per step cost more than everything else in routing.
+        string, which skips the general walk. A follow-up turn walks only its new messages
+        (:class:`routing.features.LastTurns`).
         """
         tokens = images = assistants = 0
-        cache, size = self._cache, FINGERPRINT_CHARS
         for message in messages:
             content = message.get("content")
             if len(message) == 2 and isinstance(content, str):  # role and content, nothing else
@@ -142,24 +141,17 @@ class TokenCounter:
             else:
                 text, seen = message_text(message)
                 images += seen
-            # Long texts are fingerprinted by length and both ends, not hashed in full: Cline
-            # resends ~100 messages per turn and hashing 500 kB every turn would cost more than
-            # the whole routing budget. History is append-only, so a collision needs two
-            # messages of equal length with equal ends, and would only blur an estimate.
-            length = len(text)
-            key = hash((length, text[:size], text[-size:])) if length > 2 * size else hash(text)
-            count = cache.get(key)
-            if count is None:
-                count = self._remember(key, text)
-            else:
-                cache.move_to_end(key)
-            tokens += count
+            tokens += self.count_cached(text)
             if message.get("role") == "assistant":
                 assistants += 1
         return tokens + MESSAGE_OVERHEAD * len(messages) + images * IMAGE_TOKENS, images, assistants
 
     def count_cached(self, text: str) -> int:
         """``count(text)``, remembered: Cline resends the same messages every turn."""
+        # Long texts are fingerprinted by length and both ends, not hashed in full: Cline
+        # resends ~100 messages per turn and hashing 500 kB every turn would cost more than
+        # the whole routing budget. History is append-only, so a collision needs two messages
+        # of equal length with equal ends, and would only blur an estimate.
         length, size = len(text), FINGERPRINT_CHARS
         key = hash((length, text[:size], text[-size:])) if length > 2 * size else hash(text)
         count = self._cache.get(key)
