@@ -108,3 +108,18 @@ def test_histories_are_held_for_a_few_conversations_and_never_with_images():
     second = last.tally("shot", [*with_image, {"role": "user", "content": "and?"}], counter)
     assert counter.walked[-2:] == [len(with_image), len(with_image) + 1]
     assert first[1] == second[1] == 1
+
+
+def test_the_held_history_is_its_own_list_and_grows_without_touching_the_callers():
+    # The held list grows in place on each follow-up (dropping it would free the last turn's
+    # objects inside the decision), so it must never be a list a caller still holds.
+    counter, last = Walked(), LastTurns()
+    first = history(3)
+    second = [*first, *history(4)[-2:]]
+    third = [*second, *history(5)[-2:]]
+    sizes = (len(first), len(second))
+    last.tally("k", first, counter)
+    last.tally("k", second, counter)
+    assert last.tally("k", third, counter)[0] == truth(third)
+    assert (len(first), len(second)) == sizes
+    assert counter.walked == [len(first), 2, 2]
