@@ -141,8 +141,8 @@ class LedgerConfig:
 class ServerConfig:
     max_body_bytes: int = field(10 * 1024 * 1024, "Largest request body accepted (Cline sends base64 images).",
                                 positive)
-    keepalive_s: float = field(10.0, "SSE keep-alive comment interval while a slow first token is pending.",
-                               positive)
+    keepalive_s: float = field(10.0, "Longest silence on an open stream before a keep-alive goes out (a slow "
+                                     "first token, a pause mid-answer).", positive)
     shutdown_grace_s: float = field(10.0, "Time in-flight streams get to finish on SIGTERM.", non_negative)
 
 

@@ -69,7 +69,7 @@ def create_app(cfg: GatewayConfig, *, sessions: Mapping[str, aiohttp.ClientSessi
     app[STARTED] = wall_clock()
     app[REGISTRY] = registry or CollectorRegistry(auto_describe=True)
     app[LIMITS] = Limits(cfg, app[CLOCK])
-    app[STREAMS] = ActiveStreams()
+    app[STREAMS] = ActiveStreams(app[CLOCK])
     enabled = cfg.enabled_backends()
     app[MODEL_IDS] = {model: pin for model, pin in cfg.model_ids().items()
                       if pin is None or (pin[1] in enabled if pin[0] == "backend" else bool(cfg.tier(pin[1])))}

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from backends import BackendError, Chunk
+from backends.clock import Clock, SystemClock
 from gateway.errors import backend_error_body, error_body
 from routing.events import Event, Failed, Outcome
 
@@ -40,8 +41,30 @@ DONE = b"data: [DONE]\n\n"
 
 
 class RelayResponse(EventSourceResponse):
-    """aiohttp-sse's response (headers, pings, TCP user timeout); events are written as bytes
-    the wire encoded (aiohttp-sse's send() would re-encode every event)."""
+    """aiohttp-sse's response (headers, TCP user timeout); events are written as bytes the wire
+    encoded (aiohttp-sse's send() would re-encode every event).
+
+    aiohttp-sse starts a ping task per response; here one ticker pings every idle stream
+    (:class:`ActiveStreams`), so a request costs no task beyond its handler's. ``ping`` is the
+    front's keep-alive: an SSE comment for OpenAI clients.
+    """
+
+    ping = b": ping\n\n"
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return self._payload_writer
+        # aiohttp-sse's prepare() without its ping task. The TCP user timeout (aiohttp-sse >= 3)
+        # makes the kernel drop a client that stops acknowledging what it is sent.
+        set_user_timeout = getattr(self, "_set_tcp_user_timeout", None)
+        if set_user_timeout is not None:
+            set_user_timeout(request)
+        writer = await web.StreamResponse.prepare(self, request)
+        self.enable_chunked_encoding()
+        return writer
+
+    def stop_streaming(self) -> None:
+        """Nothing to stop: there is no ping task (aiohttp-sse's would be cancelled here)."""
 
 
 class Wire(Protocol):
@@ -105,18 +128,67 @@ def _event(data: Any) -> bytes:
 
 
 class ActiveStreams:
-    """The relays in flight, so a shutdown can end them properly: with an error event, never a
-    silent close that a client would take for a complete answer."""
+    """The relays in flight, so a shutdown can end them properly (with an error event, never a
+    silent close that a client would take for a complete answer), and their keep-alive.
 
-    def __init__(self) -> None:
+    One ticker, every ``keepalive_s / 2`` (the streams' own) while any stream is open, writes the front's ping to
+    each committed stream that wrote nothing since the previous tick: a stream is never silent
+    for ``keepalive_s``, a busy one is never pinged, and a request costs no ping task of its own.
+    A stream whose socket buffer is backed up is skipped (its client is not reading, and a ping
+    queued behind the rest would not reach it; the TCP user timeout ends it).
+    """
+
+    # Past this many unsent bytes a stream is backed up (aiohttp's own high-water mark is 64 KiB).
+    BACKED_UP = 64 * 1024
+
+    def __init__(self, clock: Clock | None = None) -> None:
         self.relays: set[StreamRelay] = set()
+        self.clock = clock or SystemClock()
+        self._ticking = False
 
     def __len__(self) -> int:
         return len(self.relays)
 
+    def add(self, relay: StreamRelay) -> None:
+        self.relays.add(relay)
+        if not self._ticking:
+            # The ticker is left to lapse rather than cancelled when the last stream ends: one
+            # client's requests in sequence then share a timer instead of arming one each.
+            self._ticking = True
+            self.clock.call_later(relay.keepalive_s / 2, self._tick)
+
+    def discard(self, relay: StreamRelay) -> None:
+        self.relays.discard(relay)
+
+    def _tick(self) -> None:
+        self._ticking = False
+        idle, interval = [], float("inf")
+        for relay in self.relays:
+            interval = min(interval, relay.keepalive_s)
+            response = relay.response
+            if response is None:
+                continue  # not committed: the relay's own first-token timer commits it
+            if relay.written == relay.ping_mark:
+                transport = relay.request.transport
+                if transport is not None and transport.get_write_buffer_size() < self.BACKED_UP:
+                    idle.append(response)
+            relay.ping_mark = relay.written
+        if idle:
+            asyncio.ensure_future(_ping(idle))  # one task per tick, for every idle stream
+        if self.relays:
+            self._ticking = True
+            self.clock.call_later(interval / 2, self._tick)
+
     def abort_all(self, reason: str) -> None:
         for relay in list(self.relays):
             relay.abort(reason)
+
+
+async def _ping(responses: list[RelayResponse]) -> None:
+    for response in responses:
+        # A stream that ended since the tick raises: RuntimeError for a write after the end.
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write(response.ping)
 
 
 @attrs.define
@@ -146,7 +218,8 @@ class StreamRelay:
     """
 
     __slots__ = ("request", "tally", "wire", "headers", "keepalive_s", "clock", "before_done", "active",
-                 "headers_for", "task", "aborted", "response", "outcome")  # one per open stream
+                 "headers_for", "task", "aborted", "response", "outcome",
+                 "written", "ping_mark")  # one per open stream
 
     def __init__(self, request: web.Request, *, tally: Outcome, wire: Wire, headers: dict[str, str],
                  keepalive_s: float, clock: Any = time.monotonic,
@@ -168,6 +241,8 @@ class StreamRelay:
         self.aborted: str | None = None
         self.response: RelayResponse | None = None
         self.outcome = StreamOutcome()
+        self.written = 0  # events written, which the keep-alive ticker reads (ActiveStreams)
+        self.ping_mark = -1
 
     def abort(self, reason: str) -> None:
         """End this stream from outside (shutdown): an error event, then the upstream is closed."""
@@ -180,7 +255,7 @@ class StreamRelay:
         started = self.clock()
         self.task = asyncio.current_task()
         if self.active is not None:
-            self.active.relays.add(self)
+            self.active.add(self)
         async with contextlib.aclosing(events) as upstream:
             try:
                 first = await self._first(upstream)
@@ -207,9 +282,7 @@ class StreamRelay:
                 raise
             finally:
                 if self.active is not None:
-                    self.active.relays.discard(self)
-                if self.response is not None:
-                    self.response.stop_streaming()  # end aiohttp-sse's ping task now
+                    self.active.discard(self)
         return self.outcome
 
     def _fold(self, event: Event) -> None:
@@ -255,8 +328,7 @@ class StreamRelay:
         backend = self.tally.backend
         headers = {**self.headers, **(self.headers_for(backend) if self.headers_for else {}),
                    "x-glm-backend": backend, "x-glm-route-reason": self.tally.reason}
-        response = self.wire.response_class(headers=headers, sep="\n", allow_all_methods=True,
-                                            ping_interval=self.keepalive_s)
+        response = self.wire.response_class(headers=headers, sep="\n", allow_all_methods=True)
         await response.prepare(self.request)
         self.response = response  # only once prepared: the clean-up paths write to it
         opening = self.wire.opening() + (self.wire.waiting() if waiting else b"")
@@ -276,6 +348,7 @@ class StreamRelay:
         payload = self.wire.chunk(chunk, finish, usage, self.tally)
         if payload:
             assert self.response is not None
+            self.written += 1
             await self.response.write(payload)
 
     async def _finish(self) -> None:

@@ -125,7 +125,9 @@ class Splice:
         if delta:
             if delta.get("tool_calls"):
                 return self._hold(chunk if not changed else Chunk(data))
-            shaped = self._shape(delta)
+            # Only a switch or a repeated role gives _shape anything to do (echo, drop_reasoning
+            # and reasoning_gap are set by switch() alone): most chunks skip the call.
+            shaped = (self.switched or (self.role_sent and "role" in delta)) and self._shape(delta)
             changed |= shaped
             if shaped and not delta and not choice.get("finish_reason") and not data.get("usage") \
                     and "prompt_progress" not in data:  # progress the client asked for is news

@@ -17,7 +17,6 @@ opens a ``thinking`` block, ``content`` a ``text`` block, each tool call a ``too
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Mapping
 
 import orjson
@@ -56,15 +55,9 @@ def usage_of(usage: Mapping[str, Any] | None, tally: Outcome | None = None) -> d
 
 
 class AnthropicResponse(RelayResponse):
-    """aiohttp-sse's keep-alive, as the Messages API's own ``ping`` event instead of a comment."""
+    """The keep-alive as the Messages API's own ``ping`` event instead of a comment."""
 
-    async def _ping(self) -> None:  # overrides aiohttp-sse's ping loop (EventSourceResponse._ping)
-        while True:
-            await asyncio.sleep(self._ping_interval)
-            try:
-                await self.write(PING)
-            except (ConnectionResetError, RuntimeError):  # RuntimeError: a write after the end
-                break
+    ping = PING
 
 
 class AnthropicWire:
