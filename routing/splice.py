@@ -106,6 +106,25 @@ class Splice:
     def accept(self, chunk: Chunk) -> list[Chunk]:
         """The chunks to send the client for one upstream chunk (often just that chunk)."""
         data = chunk.data
+        if not self.switched and not self.held and self.identity is not None:
+            # The common chunk, from the first backend with no tool call held: passed on as it
+            # is, only noted. Anything else (a switch, tool calls, a repeated role) takes the
+            # general path below, which this mirrors for the rest.
+            choices = data.get("choices")
+            delta = choices[0].get("delta") if choices else None
+            if not delta or not (delta.get("tool_calls") or (self.role_sent and "role" in delta)):
+                if delta:
+                    if "role" in delta:
+                        self.role_sent = True
+                    if delta.get("content"):
+                        self.content.append(delta["content"])
+                        self.delivered = True
+                    if delta.get("reasoning_content"):
+                        self.reasoning.append(delta["reasoning_content"])
+                        self.delivered = True
+                if data.get("usage"):
+                    self.usage = data["usage"]
+                return [chunk]
         if self.identity is None:
             self.identity = {k: data[k] for k in IDENTITY if k in data}
         changed = False
