@@ -152,7 +152,7 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter, known: Last
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     return Features(
         task_text=task,
-        task_tokens=counter.count(task),
+        task_tokens=counter.count_cached(task),  # the same task, turn after turn
         prompt_tokens=prompt_tokens,
         code_blocks=task.count("```") // 2,
         has_tools=bool(tools),

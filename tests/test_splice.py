@@ -33,7 +33,7 @@ def test_one_backend_passes_chunks_on_untouched_and_notes_what_was_said():
               chunk({"content": "Hel"}), chunk({"content": "lo"}),
               chunk(finish="stop", usage={"prompt_tokens": 3, "completion_tokens": 2})]
     out = [c for ch in stream for c in splice.accept(ch)]
-    assert all(a is b for a, b in zip(out, stream)) and len(out) == len(stream)
+    assert len(out) == len(stream) and all(a is b for a, b in zip(out, stream, strict=True))
     assert splice.text == "Hello" and splice.reasoning == ["hm"] and splice.phase == MID_CONTENT
     assert splice.usage == {"prompt_tokens": 3, "completion_tokens": 2} and splice.delivered
 
