@@ -131,9 +131,10 @@ class ActiveStreams:
     """The relays in flight, so a shutdown can end them properly (with an error event, never a
     silent close that a client would take for a complete answer), and their keep-alive.
 
-    One ticker, every ``keepalive_s / 2`` (the streams' own) while any stream is open, writes the front's ping to
-    each committed stream that wrote nothing since the previous tick: a stream is never silent
-    for ``keepalive_s``, a busy one is never pinged, and a request costs no ping task of its own.
+    One ticker, every ``keepalive_s / 2`` (the streams' own) while any stream is open, writes
+    the front's ping to each committed stream that wrote nothing since the previous tick: a
+    stream is never silent for ``keepalive_s``, a busy one is never pinged, and a request costs
+    no ping task of its own.
     A stream whose socket buffer is backed up is skipped (its client is not reading, and a ping
     queued behind the rest would not reach it; the TCP user timeout ends it).
     """
@@ -145,6 +146,7 @@ class ActiveStreams:
         self.relays: set[StreamRelay] = set()
         self.clock = clock or SystemClock()
         self._ticking = False
+        self._pinging: set[asyncio.Future[None]] = set()  # held: the loop keeps only weak references
 
     def __len__(self) -> int:
         return len(self.relays)
@@ -174,7 +176,9 @@ class ActiveStreams:
                     idle.append(response)
             relay.ping_mark = relay.written
         if idle:
-            asyncio.ensure_future(_ping(idle))  # one task per tick, for every idle stream
+            pinging = asyncio.ensure_future(_ping(idle))  # one task per tick, for every idle stream
+            self._pinging.add(pinging)
+            pinging.add_done_callback(self._pinging.discard)
         if self.relays:
             self._ticking = True
             self.clock.call_later(interval / 2, self._tick)

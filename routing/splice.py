@@ -114,14 +114,7 @@ class Splice:
             delta = choices[0].get("delta") if choices else None
             if not delta or not (delta.get("tool_calls") or (self.role_sent and "role" in delta)):
                 if delta:
-                    if "role" in delta:
-                        self.role_sent = True
-                    if delta.get("content"):
-                        self.content.append(delta["content"])
-                        self.delivered = True
-                    if delta.get("reasoning_content"):
-                        self.reasoning.append(delta["reasoning_content"])
-                        self.delivered = True
+                    self._note(delta)
                 if data.get("usage"):
                     self.usage = data["usage"]
                 return [chunk]
@@ -153,15 +146,20 @@ class Splice:
                 return []  # nothing left worth sending (an echo, a repeated role chunk)
         out = self._release() if self.held else []  # any other chunk means the calls are complete
         if delta is not None:
-            self.role_sent = self.role_sent or "role" in delta
-            if delta.get("content"):
-                self.content.append(delta["content"])
-                self.delivered = True
-            if delta.get("reasoning_content"):
-                self.reasoning.append(delta["reasoning_content"])
-                self.delivered = True
+            self._note(delta)
         out.append(Chunk(data) if changed else chunk)
         return out
+
+    def _note(self, delta: dict[str, Any]) -> None:
+        """What the client is about to receive, for a later switch to continue from."""
+        if "role" in delta:
+            self.role_sent = True
+        if delta.get("content"):
+            self.content.append(delta["content"])
+            self.delivered = True
+        if delta.get("reasoning_content"):
+            self.reasoning.append(delta["reasoning_content"])
+            self.delivered = True
 
     def _shape(self, delta: dict[str, Any]) -> bool:
         """Apply the switch rules to one delta in place; True if it changed."""

@@ -97,21 +97,27 @@ def user(text: str = "Say hello") -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-async def read_sse(resp) -> tuple[list[Any], list[bytes]]:
-    """All ``data:`` payloads of a raw SSE response (parsed, ``[DONE]`` kept as a string),
-    and the comment lines seen."""
-    events: list[Any] = []
-    comments: list[bytes] = []
+async def sse_blocks(resp) -> AsyncIterator[bytes]:
+    """The blank-line-separated blocks of a raw SSE response, in the order they arrived."""
     buf = b""
     async for piece in resp.content.iter_any():
         buf += piece
         while b"\n\n" in buf:
             block, buf = buf.split(b"\n\n", 1)
-            for line in block.split(b"\n"):
-                if line.startswith(b":"):
-                    comments.append(line)
-                elif line.startswith(b"data: "):
-                    data = line[6:]
-                    events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+            yield block
     assert not buf.strip(), f"unterminated event at end of stream: {buf!r}"
+
+
+async def read_sse(resp) -> tuple[list[Any], list[bytes]]:
+    """All ``data:`` payloads of a raw SSE response (parsed, ``[DONE]`` kept as a string),
+    and the comment lines seen."""
+    events: list[Any] = []
+    comments: list[bytes] = []
+    async for block in sse_blocks(resp):
+        for line in block.split(b"\n"):
+            if line.startswith(b":"):
+                comments.append(line)
+            elif line.startswith(b"data: "):
+                data = line[6:]
+                events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
     return events, comments

@@ -6,30 +6,25 @@ from __future__ import annotations
 import orjson
 
 from backends.sim import Fault, Script
-from tests.conftest import user
+from tests.conftest import sse_blocks, user
 
 
 async def wire_order(resp) -> list[str]:
     """The stream as it arrived, in order: "ping" for a comment, the text of a delta,
     "[DONE]" for the end (a ping inside an event would fail the parse)."""
     order: list[str] = []
-    buf = b""
-    async for piece in resp.content.iter_any():
-        buf += piece
-        while b"\n\n" in buf:
-            block, buf = buf.split(b"\n\n", 1)
-            if block.startswith(b":"):
-                order.append("ping")
-            elif block == b"data: [DONE]":
-                order.append("[DONE]")
-            else:
-                assert block.startswith(b"data: ") and b"\n" not in block, block
-                choices = orjson.loads(block[6:]).get("choices") or [{}]
-                delta = choices[0].get("delta") or {}
-                text = delta.get("content") or delta.get("reasoning_content")
-                if text:
-                    order.append(text)
-    assert buf == b""
+    async for block in sse_blocks(resp):
+        if block.startswith(b":"):
+            order.append("ping")
+        elif block == b"data: [DONE]":
+            order.append("[DONE]")
+        else:
+            assert block.startswith(b"data: ") and b"\n" not in block, block
+            choices = orjson.loads(block[6:]).get("choices") or [{}]
+            delta = choices[0].get("delta") or {}
+            text = delta.get("content") or delta.get("reasoning_content")
+            if text:
+                order.append(text)
     return order
 
 
