@@ -63,9 +63,6 @@ class RelayResponse(EventSourceResponse):
         self.enable_chunked_encoding()
         return writer
 
-    def stop_streaming(self) -> None:
-        """Nothing to stop: there is no ping task (aiohttp-sse's would be cancelled here)."""
-
 
 class Wire(Protocol):
     """One front's encoding of a relayed stream. ``chunk`` gets each chunk with its finish reason

@@ -155,12 +155,9 @@ class TokenCounter:
         length, size = len(text), FINGERPRINT_CHARS
         key = hash((length, text[:size], text[-size:])) if length > 2 * size else hash(text)
         count = self._cache.get(key)
-        if count is None:
-            return self._remember(key, text)
-        self._cache.move_to_end(key)
-        return count
-
-    def _remember(self, key: int, text: str) -> int:
+        if count is not None:
+            self._cache.move_to_end(key)
+            return count
         # The cache keeps a 64-bit hash, not the text or its slices: entries stay ~150 bytes.
         tokens = self._cache[key] = self.count(text)
         if len(self._cache) > CACHE_SIZE:
