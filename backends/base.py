@@ -36,7 +36,7 @@ from backends.errors import (
     BackendUnavailable,
     ContextOverflow,
 )
-from backends.events import Chunk, Health, RateLimit, progress_chunk
+from backends.events import Chunk, HeaderReadings, Health, RateLimit, progress_chunk
 from backends.protocol import Capabilities
 from backends.sse import SSEDecoder
 from config.schema import BackendConfig
@@ -66,6 +66,8 @@ class HTTPBackend:
         self.session = session
         self._url = cfg.base_url.rstrip("/")
         self._caps = Capabilities.of(cfg, progress=self.reports_progress)
+        # Whether this kind reads rate-limit headers at all (most upstreams send none).
+        self._reads_limits = type(self).read_limits is not HTTPBackend.read_limits
         def timeout(sock_read: float | None) -> aiohttp.ClientTimeout:
             return aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout_s,
                                          sock_connect=cfg.connect_timeout_s, sock_read=sock_read)
@@ -170,7 +172,9 @@ class HTTPBackend:
             resp = await self._send(payload, stream=True)
             complete = False
             try:
-                limits = await self._check(resp)  # the headers' readings ride on the first chunk
+                await self._check(resp)
+                # The headers' readings ride on the first chunk, read when routing looks.
+                limits = HeaderReadings(self.read_limits, resp.headers) if self._reads_limits else None
                 # One generator from the socket to the chunk: a generator layer per chunk (this
                 # was two) costs more than the chunk's parse.
                 decoder = SSEDecoder()
@@ -195,7 +199,7 @@ class HTTPBackend:
                             if data.get("usage"):
                                 usage = True
                             chunk = Chunk(data, None if changed else event.data)
-                        if limits:
+                        if limits is not None:
                             chunk, limits = chunk._replace(limits=limits), None
                         yield chunk
                         if finished and usage:
@@ -246,16 +250,30 @@ class HTTPBackend:
     # --- plumbing --------------------------------------------------------------------------
     async def _send(self, payload: dict[str, Any], stream: bool = False) -> aiohttp.ClientResponse:
         """POST and wait for the response headers, at most ``headers_timeout_s``."""
-        deadline = asyncio.timeout(self.cfg.headers_timeout_s)
+        # A timer on the one clock rather than asyncio.timeout(), whose context manager costs two
+        # coroutines and a reschedule per request, on the way to the first byte. The same rules:
+        # only our own cancellation becomes the timeout, any other is passed on.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        cancelling = task.cancelling()
+        timer = self.clock.call_later(self.cfg.headers_timeout_s, expire)
         try:
-            async with deadline:
-                return await self._post(payload, self._stream_timeout if stream else self._timeout)
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # aiohttp's own socket timeout: translate_errors reports it
+            return await self._post(payload, self._stream_timeout if stream else self._timeout)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > cancelling:
+                raise
             raise BackendUnavailable(
                 self.name, f"{self.name} sent no response within {self.cfg.headers_timeout_s:g}s",
                 status=504) from None
+        finally:
+            timer.cancel()
 
     async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         # The body lives as long as the stream. orjson's output keeps its growth buffer (4 KB
@@ -277,11 +295,11 @@ class HTTPBackend:
             # itself when they arrive; an upstream that never ends the body loses it here.
             self.clock.call_later(self.end_of_body_grace_s, resp.close)
 
-    async def _check(self, resp: aiohttp.ClientResponse) -> dict[str, RateLimit]:
-        """The response's rate-limit readings; raises its error (carrying them) if it failed."""
-        limits = self.read_limits(resp.headers)
+    async def _check(self, resp: aiohttp.ClientResponse) -> None:
+        """Raises the response's error, carrying its rate-limit readings, if it failed."""
         if resp.status < 400:
-            return limits
+            return
+        limits = self.read_limits(resp.headers)
         raw = await resp.read()
         try:
             body = orjson.loads(raw)

@@ -79,15 +79,17 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def _cerebras_message(message: Mapping[str, Any]) -> dict[str, Any]:
+def _cerebras_message(message: Mapping[str, Any]) -> Mapping[str, Any]:
     role = message.get("role")
+    allowed = MESSAGE_KEYS.get(role)
+    if "reasoning_content" not in message and (allowed is None or allowed.issuperset(message)):
+        return message  # nothing to change (the common case): shared, as upstream_body never mutates
     out = dict(message)
     if role == "assistant" and "reasoning_content" in out:
         # Cerebras rejects reasoning_content on history and calls the field `reasoning`.
         reasoning = out.pop("reasoning_content")
         if reasoning:
             out["reasoning"] = reasoning
-    allowed = MESSAGE_KEYS.get(role)
     if allowed is not None:
         out = {k: v for k, v in out.items() if k in allowed}
     return out

@@ -7,7 +7,7 @@ them without poking at backend objects.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import attrs
 
@@ -38,6 +38,35 @@ class Chunk(NamedTuple):
     progress: Progress | None = None
     silent: bool = False
     limits: Mapping[str, RateLimit] | None = None
+
+
+class HeaderReadings(Mapping[str, "RateLimit"]):
+    """A response's rate-limit windows, read from its headers when first looked at.
+
+    The first chunk carries them, and routing looks after that chunk has gone to the client:
+    parsing six ``x-ratelimit-*`` headers was the largest single step between the upstream's
+    response headers and the client's first byte (issue #14, measured in the gateway)."""
+
+    __slots__ = ("_read", "_headers", "_windows")
+
+    def __init__(self, read: Callable[[Any], dict[str, RateLimit]], headers: Any) -> None:
+        self._read, self._headers = read, headers
+        self._windows: dict[str, RateLimit] | None = None
+
+    def _parsed(self) -> dict[str, RateLimit]:
+        if self._windows is None:
+            self._windows = self._read(self._headers)
+            self._headers = None
+        return self._windows
+
+    def __getitem__(self, window: str) -> RateLimit:
+        return self._parsed()[window]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
 
 
 @attrs.frozen

@@ -245,7 +245,9 @@ def strategy_for(request: web.Request, model: str | None) -> tuple[str, str | No
     kind, which = pin
     if kind == "backend":
         return cfg.routing.strategy, which
-    if not cfg.tier(which):
+    # A model id's own pin names an enabled tier (app.MODEL_IDS lists no other); a header's or
+    # an alias's may not.
+    if pin is not model_ids.get(model) and not cfg.tier(which):
         raise NoBackend(f"no {which} backend is enabled in the config", code="backend_disabled")
     return f"{which}_only", None
 

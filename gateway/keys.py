@@ -31,3 +31,4 @@ CLIENT = web.RequestKey("client", str)  # "key#N" or "addr:<ip>": never the key 
 # model id -> pinned role, or None for the routed id; only ids of enabled backends.
 MODEL_IDS = web.AppKey("model_ids", dict[str, tuple[str, str] | None])  # id -> ("tier"|"backend", which)
 REQUEST_ID = web.RequestKey("request_id", str)
+NEW_ID = web.AppKey("new_id", Callable[[int], int])  # random bits for a request id (random.getrandbits)

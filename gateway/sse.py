@@ -131,7 +131,8 @@ class ActiveStreams:
     One ticker, every ``keepalive_s / 2`` (the streams' own) while any stream is open, writes
     the front's ping to each committed stream that wrote nothing since the previous tick: a
     stream is never silent for ``keepalive_s``, a busy one is never pinged, and a request costs
-    no ping task of its own.
+    no ping task of its own. It also commits a stream whose first chunk is slow, so a request
+    arms no timer of its own either.
     A stream whose socket buffer is backed up is skipped (its client is not reading, and a ping
     queued behind the rest would not reach it; the TCP user timeout ends it).
     """
@@ -166,7 +167,11 @@ class ActiveStreams:
             interval = min(interval, relay.keepalive_s)
             response = relay.response
             if response is None:
-                continue  # not committed: the relay's own first-token timer commits it
+                # Not committed: its first chunk is slow. Past half a keep-alive interval, commit
+                # it with the waiting comment, so no client waits keepalive_s for a first byte.
+                if relay.started_at is not None and self.clock() - relay.started_at >= relay.keepalive_s / 2:
+                    relay.commit_waiting()
+                continue
             if relay.written == relay.ping_mark:
                 transport = relay.request.transport
                 if transport is not None and transport.get_write_buffer_size() < self.BACKED_UP:
@@ -214,18 +219,18 @@ class StreamRelay:
     ``headers_for(backend)`` adds headers that depend on the backend serving (at commit).
 
     >>> relay = StreamRelay(request, tally=Outcome.of(route), wire=OpenAIWire(include_usage=False),
-    ...                     headers={"x-request-id": rid}, keepalive_s=10)
+    ...                     headers={"x-request-id": rid}, keepalive_s=10, active=streams)
     >>> outcome = await relay.run(router.stream(route, body).events())
     """
 
     __slots__ = ("request", "tally", "wire", "headers", "keepalive_s", "clock", "before_done", "active",
                  "headers_for", "task", "aborted", "response", "outcome",
-                 "written", "ping_mark")  # one per open stream
+                 "written", "ping_mark", "started_at", "first_pending", "keepalive")  # one per open stream
 
     def __init__(self, request: web.Request, *, tally: Outcome, wire: Wire, headers: dict[str, str],
                  keepalive_s: float, clock: Any = time.monotonic,
                  before_done: Callable[[], Awaitable[Any]] | None = None,
-                 active: ActiveStreams | None = None,
+                 active: ActiveStreams,
                  headers_for: Callable[[str], dict[str, str]] | None = None) -> None:
         self.request = request
         self.tally = tally
@@ -244,6 +249,9 @@ class StreamRelay:
         self.outcome = StreamOutcome()
         self.written = 0  # events written, which the keep-alive ticker reads (ActiveStreams)
         self.ping_mark = -1
+        self.started_at: float | None = None
+        self.first_pending = False  # waiting for the first chunk, which the ticker may commit early
+        self.keepalive: asyncio.Future[None] | None = None  # that early commit
 
     def abort(self, reason: str) -> None:
         """End this stream from outside (shutdown): an error event, then the upstream is closed."""
@@ -253,10 +261,9 @@ class StreamRelay:
 
     async def run(self, events: AsyncIterator[Event]) -> StreamOutcome:
         """Relay until the end. Raises the BackendError if it happens before any byte was sent."""
-        started = self.clock()
+        started = self.started_at = self.clock()
         self.task = asyncio.current_task()
-        if self.active is not None:
-            self.active.add(self)
+        self.active.add(self)
         async with contextlib.aclosing(events) as upstream:
             try:
                 first = await self._first(upstream)
@@ -282,8 +289,7 @@ class StreamRelay:
                     await self._send_body(error_body(self.aborted, "service_unavailable", None, "shutting_down"), 503)
                 raise
             finally:
-                if self.active is not None:
-                    self.active.discard(self)
+                self.active.discard(self)
         return self.outcome
 
     def _fold(self, event: Event) -> None:
@@ -299,24 +305,20 @@ class StreamRelay:
         return None
 
     async def _first(self, upstream: AsyncIterator[Event]) -> Chunk | None:
-        """The first chunk; commits the response with keep-alives if it is slow to come.
-
-        The wait runs in the handler's own task; only a slow upstream costs a timer-started
-        task (no task per request on the hot path).
-        """
-        keepalive: asyncio.Task[None] | None = None
-
-        def start_keepalive() -> None:
-            nonlocal keepalive
-            keepalive = asyncio.ensure_future(self._commit(waiting=True))
-
-        timer = asyncio.get_running_loop().call_later(self.keepalive_s, start_keepalive)
+        """The first chunk. If it is slow to come, the keep-alive ticker commits the response
+        meanwhile (:meth:`commit_waiting`): the wait arms no timer and starts no task of its own."""
+        self.first_pending = True
         try:
             return await self._next_chunk(upstream)
         finally:
-            timer.cancel()
-            if keepalive is not None:
-                await keepalive  # the response must be fully committed before anything else is written
+            self.first_pending = False
+            if self.keepalive is not None:
+                await self.keepalive  # the response must be fully committed before anything else is written
+
+    def commit_waiting(self) -> None:
+        """Commit now, with the wire's waiting comment, while the first chunk is still to come."""
+        if self.first_pending and self.keepalive is None and self.response is None:
+            self.keepalive = asyncio.ensure_future(self._commit(waiting=True))
 
     async def _commit(self, waiting: bool = False) -> None:
         if self.response is not None:

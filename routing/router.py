@@ -68,6 +68,8 @@ class Router:
         # What the failure state machine needs of each backend; fixed for the router's life.
         self.tiers = {name: b.tier for name, b in backends.items()}
         self.prefill = {name: b.caps.prefill for name, b in backends.items()}
+        # What each strategy can reach: a pinned tier's decision needs views of that tier only.
+        self.reach = {strategy: tuple(n for n, t in self.tiers.items() if t == tier) for strategy, tier in ONLY.items()}
         self.detector = Detector(cfg.escalation)
         self.last_turns = LastTurns()
         self.conversations = Conversations(cfg, ttl_s=cfg.sticky_ttl_s)
@@ -97,7 +99,8 @@ class Router:
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
         classification = classification or self.classifier.classify(features)
         needed = features.needed_tokens(self.cfg.output_reserve_tokens)
-        views = self.states.views(needed, now, features.prompt_tokens, features.conversation_key)
+        reach = ((pin,) if pin in self.backends else ()) if pin is not None else self.reach.get(strategy)
+        views = self.states.views(needed, now, features.prompt_tokens, features.conversation_key, reach)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
         decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
                           escalated=escalated, pin=pin)

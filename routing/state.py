@@ -9,7 +9,7 @@ for the pure :func:`routing.policy.decide`.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
@@ -220,8 +220,10 @@ class BackendStates:
         return min(configured, learned) if learned else configured
 
     def views(self, needed_tokens: int, now: float, prompt_tokens: int = 0,
-              conversation: str = "") -> dict[str, BackendView]:
-        return {name: self.view(name, needed_tokens, now, prompt_tokens, conversation) for name in self.configs}
+              conversation: str = "", names: Iterable[str] | None = None) -> dict[str, BackendView]:
+        """Views of ``names`` (default: every backend)."""
+        return {name: self.view(name, needed_tokens, now, prompt_tokens, conversation)
+                for name in (self.configs if names is None else names)}
 
     def view(self, name: str, needed_tokens: int, now: float, prompt_tokens: int = 0,
              conversation: str = "") -> BackendView:

@@ -14,7 +14,6 @@ waits and opens what it is told to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
@@ -85,12 +84,14 @@ class Supervision:
                         name = self.current = hedged.winner
                         yield Started(name, reason, flow.attempt)
                 serving = name in self.served  # a continuation by a backend that served before
-                async with contextlib.aclosing(chunks):
+                try:  # closed as contextlib.aclosing would, without its two coroutines
                     async for chunk in chunks:
-                        if chunk.limits:  # a response's rate-limit readings, on its first chunk
-                            states.observe_limits(name, chunk.limits)
                         for out in splice.accept(chunk):
                             yield out
+                        if chunk.limits is not None:
+                            # A response's rate-limit readings, on its first chunk: read once
+                            # that chunk has gone to the client (backends.HeaderReadings).
+                            states.observe_limits(name, chunk.limits)
                         if not serving and splice.delivered:
                             serving = True
                             self.served.append(name)
@@ -101,6 +102,8 @@ class Supervision:
                             yield Serving(name)
                         if "timings" in chunk.data and chunk.data["timings"]:  # llama.cpp's, on its last chunk
                             states.speeds[name].observe_timings(chunk.data["timings"])
+                finally:
+                    await chunks.aclose()  # type: ignore[attr-defined]
             except (GeneratorExit, asyncio.CancelledError):
                 # The client left: what this backend consumed is still owed to accounting.
                 if self.current is not None and self.current not in self.used:

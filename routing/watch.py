@@ -36,43 +36,44 @@ async def watched(backend: Backend, chunks: AsyncIterator[Chunk],
     Chunks that only carried progress are not passed on."""
     cfg = backend.cfg
     started = clock()
-    dog = _Watchdog(asyncio.get_running_loop(), clock, started + cfg.first_token_timeout_s)
+    dog = _Watchdog(asyncio.get_running_loop(), clock, started + cfg.first_token_timeout_s, cfg.stall_timeout_s)
     failure, limit = "ttft", cfg.first_token_timeout_s
     role: Chunk | None = None  # a silent progress chunk's role, for the first chunk the client gets
-    async with contextlib.aclosing(chunks):
-        try:
-            while True:
-                # The watchdog bites only while we wait on the upstream, never across the yield
-                # below: time the client takes to accept a chunk must not count against it.
-                task = dog.watch()
-                cancelling = task.cancelling()
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if not dog.bit or task.uncancel() > cancelling:
-                        raise  # not ours, or someone else cancelled too: a real cancellation
-                    what = "first token" if failure == "ttft" else "next token"
-                    raise BackendUnavailable(backend.name, f"{backend.name} sent no {what} within {limit:g}s",
-                                             status=504, failure=failure) from None
-                finally:
-                    dog.task = None
-                if failure == "ttft":  # prefill progress and its silent chunks come before the first delta only
-                    if chunk.progress is not None:
-                        _judge_prefill(backend, chunk.progress, clock(), started, dog, abandon, switchable)
-                    if chunk.silent:
-                        role = role or chunk
-                        continue
-                    if role is not None:
-                        yield role._replace(silent=False)
-                        role = None
-                if is_delta(chunk.data):
-                    dog.move(clock() + cfg.stall_timeout_s)
-                    failure, limit = "stall", cfg.stall_timeout_s
-                yield chunk
-        finally:
-            dog.stop()
+    # try/finally rather than contextlib.aclosing: the same close, without its two coroutines.
+    try:
+        while True:
+            # The watchdog bites only while we wait on the upstream, never across the yield
+            # below: time the client takes to accept a chunk must not count against it.
+            task = dog.watch()
+            cancelling = task.cancelling()
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not dog.bit or task.uncancel() > cancelling:
+                    raise  # not ours, or someone else cancelled too: a real cancellation
+                what = "first token" if failure == "ttft" else "next token"
+                raise BackendUnavailable(backend.name, f"{backend.name} sent no {what} within {limit:g}s",
+                                         status=504, failure=failure) from None
+            finally:
+                dog.task = None
+            if failure == "ttft":  # prefill progress and its silent chunks come before the first delta only
+                if chunk.progress is not None:
+                    _judge_prefill(backend, chunk.progress, clock(), started, dog, abandon, switchable)
+                if chunk.silent:
+                    role = role or chunk
+                    continue
+                if role is not None:
+                    yield role._replace(silent=False)
+                    role = None
+            if is_delta(chunk.data):
+                dog.move(clock() + cfg.stall_timeout_s)
+                failure, limit = "stall", cfg.stall_timeout_s
+            yield chunk
+    finally:
+        dog.stop()
+        await chunks.aclose()  # type: ignore[attr-defined]  # the upstream, at once
 
 
 def _judge_prefill(backend: Backend, p: Progress, now: float, started: float, dog: _Watchdog,
@@ -103,13 +104,19 @@ class _Watchdog:
     """One timer per stream, not one per chunk (``asyncio.timeout`` would arm and cancel a timer
     for every token). Moving the deadline later is an assignment; the timer, when it fires
     early, re-arms itself for the current deadline, and it only cancels a task that is waiting
-    on the upstream at that moment. Deadlines and the timer are both on the injected clock."""
+    on the upstream at that moment. Deadlines and the timer are both on the injected clock.
 
-    __slots__ = ("loop", "clock", "deadline", "task", "bit", "_handle", "_at")
+    The timer is armed at most ``horizon`` ahead (the stall timeout): the first delta's stall
+    deadline then falls after it, and a stream arms one timer, not a first-token timer that the
+    first delta cancels and replaces."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, deadline: float) -> None:
+    __slots__ = ("loop", "clock", "deadline", "horizon", "task", "bit", "_handle", "_at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock, deadline: float,
+                 horizon: float = float("inf")) -> None:
         self.loop = loop
         self.clock = clock
+        self.horizon = horizon
         self._at = 0.0  # the deadline the armed timer was set for
         self.deadline = deadline
         self.task: asyncio.Task[object] | None = None
@@ -124,8 +131,9 @@ class _Watchdog:
             self._arm()
 
     def _arm(self) -> None:
-        self._at = self.deadline
-        self._handle = self.clock.call_later(self.deadline - self.clock(), self._fire)
+        now = self.clock()
+        self._at = min(self.deadline, now + self.horizon)
+        self._handle = self.clock.call_later(self._at - now, self._fire)
 
     def watch(self) -> asyncio.Task[object]:
         """Called before each read: the current task is the one to cancel if time runs out."""

@@ -126,8 +126,10 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def start_gateway(sim_url: str, cloud_url: str, port: int, workdir: Path) -> subprocess.Popen:
-    config = workdir / "gw.yaml"
+def start_gateway(sim_url: str, cloud_url: str, port: int, workdir: Path,
+                  version: Path | None = None) -> subprocess.Popen:
+    """``version``: another checkout's gateway (``tests.bench.versions``); default this one."""
+    config = workdir / f"gw-{port}.yaml"
     config.write_text(f"""
 listen: {{port: {port}}}
 backends:
@@ -139,7 +141,7 @@ limits: {{max_streams: 100000, max_streams_per_key: 100000, requests_per_minute_
 ledger: {{path: "{workdir / 'ledger.sqlite3'}"}}
 server: {{keepalive_s: 60}}
 """)
-    return start_pinned([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)])
+    return start_pinned([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], root=version)
 
 
 def start_floor(port: int, upstream: str) -> subprocess.Popen:
@@ -152,12 +154,14 @@ def start_floor(port: int, upstream: str) -> subprocess.Popen:
     return start_pinned([sys.executable, "-c", code, str(port), upstream])
 
 
-def start_pinned(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A server process on core 1 (the load generator and the simulators run on core 0)."""
+def start_pinned(cmd: list[str], env: dict[str, str] | None = None, root: Path | None = None) -> subprocess.Popen:
+    """A server process on core 1 (the load generator and the simulators run on core 0), running
+    the code of ``root`` (a checkout; default this one): ``python -m`` looks in the cwd first."""
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", "1", *cmd]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = root or Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+    return subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_litellm(binary: str, sim_url: str, port: int, workdir: Path) -> subprocess.Popen:
