@@ -4,7 +4,7 @@ Discipline (after aiohttp-sse, ``shared/design.md`` rule 4):
 
 - The HTTP status is held back until the upstream produced its first event, so a failure
   before then reaches the client as a real status (a 429 with ``retry-after``, say). If the
-  first event is slow, the response is committed after ``keepalive_s`` and SSE comments keep
+  first event is slow, the response is committed within ``keepalive_s`` and SSE comments keep
   the connection alive while the upstream thinks.
 - Per chunk the relay does no JSON work unless it must change the chunk: unchanged events are
   written as the upstream's own bytes.
@@ -169,7 +169,7 @@ class ActiveStreams:
             if response is None:
                 # Not committed: its first chunk is slow. Past half a keep-alive interval, commit
                 # it with the waiting comment, so no client waits keepalive_s for a first byte.
-                if relay.started_at is not None and self.clock() - relay.started_at >= relay.keepalive_s / 2:
+                if self.clock() - relay.started_at >= relay.keepalive_s / 2:
                     relay.commit_waiting()
                 continue
             if relay.written == relay.ping_mark:
@@ -249,7 +249,7 @@ class StreamRelay:
         self.outcome = StreamOutcome()
         self.written = 0  # events written, which the keep-alive ticker reads (ActiveStreams)
         self.ping_mark = -1
-        self.started_at: float | None = None
+        self.started_at = 0.0  # set when run() starts, before the ticker can see this relay
         self.first_pending = False  # waiting for the first chunk, which the ticker may commit early
         self.keepalive: asyncio.Future[None] | None = None  # that early commit
 

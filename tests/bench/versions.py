@@ -1,19 +1,21 @@
-"""Two or more versions of the gateway timed against each other, request by request.
+"""Two or more versions of the gateway timed against each other in one run.
 
-    python -m tests.bench.versions --version-dir /tmp/old --version-dir . [--rounds 2000] [--path cloud]
+    python -m tests.bench.versions --version-dir /tmp/old --version-dir . [--rounds 100] [--path cloud]
 
 Separate runs of ``tests.bench.suite`` cannot tell a 5% difference apart on a machine whose own
 speed drifts by more than that between runs (and within one). Here every version's gateway runs
 at once, each its own process pinned to the same core as in the suite, against the same
-simulators; each round sends one streamed request straight to the simulator and then one through
-a version, for every version, in an order that rotates round by round. A version's overhead is
-its request's total time minus the direct request's just before it, and two versions are
-compared by the difference of their overheads' p50s, with a bootstrap interval that resamples
-whole rounds: drift slower than a round (a few ms) falls on every version alike. Naming one
-checkout twice shows the method's own spread.
+simulators. Each round gives every version, in an order that rotates round by round, a block:
+a few unmeasured requests (its caches back from the other versions' turns, as the suite's one
+gateway has them), then ``--block`` pairs of one streamed request straight to the simulator and
+the same through the version. A pair's overhead is the version's time minus the direct one's;
+two versions are compared by the difference of their overheads' p50s, with a bootstrap interval
+that resamples whole rounds: drift slower than a round falls on every version alike. Naming one
+checkout twice shows the method's own spread (about +-0.03 ms here).
 
-The gateways' work after a response ends (accounting, the ledger, the log line) overlaps the
-next direct request, which runs on the other core, not the next version's.
+Idle cores on a VM wake slowly: an idle-priority busy loop per core (``SCHED_IDLE``) keeps
+that out of the figures. The gateways' work after a response ends (accounting, the ledger, the
+log line) overlaps the next direct request, which runs on the other core.
 """
 
 from __future__ import annotations
