@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import attrs
 import orjson
 
-from routing.tokens import TokenCounter, message_text
+from routing.tokens import PENDING_CHARS, PromptCount, TokenCounter, message_text
 
 TASK_TAGS = re.compile(r"<(task|feedback|answer|user_message|user_input)(?:\s[^>]*)?>\s*(.*?)\s*</\1>", re.S)
 # User turns the agent wrote itself (Cline's reminders and error notices), never the task.
@@ -52,7 +52,9 @@ KEY_CHARS = 4096
 class Features:
     task_text: str
     task_tokens: int
-    prompt_tokens: int
+    # The prompt's size: exact, or bounds until counted (a follow-up turn's new text is counted
+    # after the decision, routing.tokens.PromptCount). Given as an int or a PromptCount.
+    prompt: PromptCount = attrs.field(alias="prompt_tokens", converter=PromptCount.of)
     code_blocks: int
     has_tools: bool
     has_images: bool
@@ -61,9 +63,19 @@ class Features:
     conversation_key: str
     compaction: bool = False  # a "summarise this session" request: not a task, not a new conversation
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The exact count, counted now if it was not yet."""
+        return self.prompt.exact()
+
     def needed_tokens(self, reserve: int) -> int:
         """Context the request needs: the prompt plus room for the answer."""
         return self.prompt_tokens + (self.max_tokens or reserve)
+
+    def sized(self, tokens: int) -> Features:
+        """These features with a prompt of exactly ``tokens``: each end of a deferred count's
+        bounds, for deciding on them."""
+        return attrs.evolve(self, prompt_tokens=tokens)
 
 
 class LastTurns:
@@ -89,7 +101,7 @@ class LastTurns:
         self.max_size = max_size
         self.max_histories = max_histories
         self._map: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
-        self._histories: collections.OrderedDict[str, tuple[list[Any], tuple[int, int, int]]] = \
+        self._histories: collections.OrderedDict[str, tuple[list[Any], tuple[PromptCount, int, int]]] = \
             collections.OrderedDict()
 
     def get(self, key: str) -> tuple[int, str] | None:
@@ -101,15 +113,23 @@ class LastTurns:
         if len(self._map) > self.max_size:
             self._map.popitem(last=False)
 
-    def tally(self, key: str, messages: list[dict[str, Any]], counter: TokenCounter) -> tuple[int, int, int]:
+    def tally(self, key: str, messages: list[dict[str, Any]], counter: TokenCounter) -> tuple[PromptCount, int, int]:
         """``counter.tally(messages)``, counting only what was added since this conversation's
-        last turn when everything before it is unchanged."""
+        last turn when everything before it is unchanged. What was added is only bounded, if
+        the counter can (:class:`routing.tokens.PromptCount`), and counted after the decision."""
         held = self._histories.get(key) if key else None
+        totals: tuple[PromptCount, int, int]
         if held is not None and len(messages) >= len(held[0]) and messages[:len(held[0])] == held[0]:
-            tokens, images, depth = held[1]
+            count, images, depth = held[1]
             added_messages = messages[len(held[0]):]
-            added = counter.tally(added_messages)
-            totals = (tokens + added[0], images + added[1], depth + added[2])
+            pending: list[str] | None = [] if counter.bounds is not None else None
+            added = counter.tally(added_messages, pending)
+            if pending and sum(map(len, pending)) > PENDING_CHARS:
+                added = (added[0] + sum(map(counter.count_cached, pending)), *added[1:])
+                pending = None
+            # The last turn's count is exact by now: its request counted it while upstream worked.
+            totals = (PromptCount(count.exact() + added[0], pending or (), counter), images + added[1],
+                      depth + added[2])
             # The held list grows in place rather than being replaced by this turn's: dropping
             # it would free ~1,000 objects (0.7 MB at 128k tokens, cold in the cache) inside
             # this decision, a third of its time. The request's own copy is freed when its
@@ -117,7 +137,8 @@ class LastTurns:
             history = held[0]
             history += added_messages
         else:
-            totals = counter.tally(messages)
+            tokens, images, depth = counter.tally(messages)
+            totals = (PromptCount(tokens), images, depth)
             history = list(messages)
         # Not held with images: a screenshot's base64 can be megabytes, where text is ~0.7 MB
         # at 128k tokens.
@@ -133,12 +154,15 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter, known: Last
     # filter() with the type's own check runs in C: a comprehension is a Python step per message.
     messages = list(filter(dict.__instancecheck__, body.get("messages") or ()))
     key = conversation_key(messages)
-    prompt_tokens, images, depth = known.tally(key, messages, counter) if known is not None \
-        else counter.tally(messages)
+    if known is not None:
+        prompt, images, depth = known.tally(key, messages, counter)
+    else:
+        tokens, images, depth = counter.tally(messages)
+        prompt = PromptCount(tokens)
     tools = body.get("tools")
     if tools:
         # Tool schemas are sent on every turn and count against the context.
-        prompt_tokens += counter.count_cached(orjson.dumps(tools).decode())
+        prompt = PromptCount(counter.count_cached(orjson.dumps(tools).decode()), base=prompt)
     compaction = is_compaction(messages, bool(tools))
     task = ""
     if not compaction:
@@ -153,7 +177,7 @@ def extract_features(body: Mapping[str, Any], counter: TokenCounter, known: Last
     return Features(
         task_text=task,
         task_tokens=counter.count_cached(task),  # the same task, turn after turn
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=prompt,
         code_blocks=task.count("```") // 2,
         has_tools=bool(tools),
         has_images=bool(images),

@@ -20,6 +20,7 @@ Order of rules:
 
 from __future__ import annotations
 
+import itertools
 from typing import Mapping
 
 import attrs
@@ -109,18 +110,54 @@ def members(tier: str, views: Mapping[str, BackendView]) -> list[str]:
     if tier == "cloud":
         return [v.name for v in sorted(tier_views, key=lambda v: v.rank)]
 
-    def predicted(v: BackendView) -> float:
-        if v.predicted_ttft_s is not None:
-            return v.predicted_ttft_s
-        return 0.0 if v.in_flight == 0 else float("inf")
+    return [v.name for v in sorted(tier_views, key=lambda v: (_predicted(v), v.in_flight, v.rank))]
 
-    return [v.name for v in sorted(tier_views, key=lambda v: (predicted(v), v.in_flight, v.rank))]
+
+def _predicted(v: BackendView) -> float:
+    if v.predicted_ttft_s is not None:
+        return v.predicted_ttft_s
+    return 0.0 if v.in_flight == 0 else float("inf")
+
+
+def _slow(view: BackendView, cfg: RoutingConfig) -> bool:
+    return bool(cfg.max_local_ttft_s) and (view.predicted_ttft_s or 0.0) > cfg.max_local_ttft_s
+
+
+def settled(low: Mapping[str, BackendView], high: Mapping[str, BackendView], cfg: RoutingConfig,
+            needed_low: int, needed_high: int) -> bool:
+    """Whether :func:`decide` gives one decision for every prompt size between two, given the
+    views at each end (``needed_*``: the context each end needs). Then a decision on a size's
+    proven bounds is the decision on its exact count (:class:`routing.tokens.PromptCount`).
+
+    Every rule that reads the size is monotone in it: fitting a context window, a rate-limit
+    window's headroom, a predicted time to first token past ``max_local_ttft_s``. So one answer
+    at both ends is the answer in between. The local tier's order by predicted time to first
+    token is the order in between too if it is the same at both ends with no tie: each
+    prediction is proportional to the uncached prompt (or a constant), and only the sticky
+    server has a cached part, so any two predictions cross at most once as the prompt grows.
+    """
+    for name, lo in low.items():
+        hi = high[name]
+        if ((needed_low > lo.context_window) != (needed_high > hi.context_window)
+                or lo.blocked_until != hi.blocked_until or lo.blocked_why != hi.blocked_why
+                or _slow(lo, cfg) != _slow(hi, cfg)):
+            return False
+    order = members("local", low)
+    if order != members("local", high):
+        return False
+    for a, b in itertools.pairwise(order):
+        moves = any(low[n].predicted_ttft_s != high[n].predicted_ttft_s for n in (a, b))
+        if moves and (_predicted(low[a]) == _predicted(low[b]) or _predicted(high[a]) == _predicted(high[b])):
+            return False  # a tie at an end: the tie-break there may not hold in between
+    return True
 
 
 def decide(features: Features, classification: Classification, views: Mapping[str, BackendView],
            cfg: RoutingConfig, *, strategy: str, sticky: str | None, now: float,
-           escalated: bool = False, pin: str | None = None) -> RouteDecision | NoRoute:
-    """``pin``: one backend by name (its model id), whatever the strategy says."""
+           escalated: bool = False, pin: str | None = None, bound: bool = False) -> RouteDecision | NoRoute:
+    """``pin``: one backend by name (its model id), whatever the strategy says. ``bound``: the
+    prompt's size is a lower bound of its count (the router checked it :func:`settled`), which
+    the reasons for skipping a backend then say."""
     if pin is not None:
         order = [(pin, "pinned")] if pin in views else []
     else:
@@ -139,22 +176,21 @@ def decide(features: Features, classification: Classification, views: Mapping[st
     needed = features.needed_tokens(cfg.output_reserve_tokens)
     someone_takes_images = features.has_images and any(views[n].supports_images for n, _ in order)
 
-    def slow(view: BackendView) -> bool:
-        return bool(cfg.max_local_ttft_s) and (view.predicted_ttft_s or 0.0) > cfg.max_local_ttft_s
-
     out = {name: views[name].unavailable() for name, _ in order}
     # Too slow only matters if something faster could serve: a slow answer beats none.
-    someone_fast = any(not slow(views[n]) and not out[n] and needed <= views[n].context_window for n, _ in order)
+    someone_fast = any(not _slow(views[n], cfg) and not out[n] and needed <= views[n].context_window
+                       for n, _ in order)
+    at_least = "at least " if bound else ""
     skipped: list[tuple[str, str]] = []
     rule_of: dict[str, str] = {}
     for name, _ in order:
         view = views[name]
         if needed > view.context_window:
-            why, rule = f"needs {needed} tokens, context is {view.context_window}", "context"
+            why, rule = f"needs {at_least}{needed} tokens, context is {view.context_window}", "context"
         elif someone_takes_images and not view.supports_images:
             why, rule = "does not accept images", "images"
-        elif someone_fast and slow(view):
-            why, rule = f"predicted time to first token {view.predicted_ttft_s:.0f}s", "slow_local"
+        elif someone_fast and _slow(view, cfg):
+            why, rule = f"predicted time to first token {at_least}{view.predicted_ttft_s:.0f}s", "slow_local"
         else:
             why, rule = out[name] or "", "unavailable"
         if why:

@@ -28,9 +28,9 @@ from routing.escalation import Detector, turn_fingerprint
 from routing.events import Outcome
 from routing.features import Features, LastTurns, extract_features
 from routing.judge import Judge, JudgeVerdict
-from routing.policy import ONLY, NoRoute, RouteDecision, decide
+from routing.policy import ONLY, NoRoute, RouteDecision, decide, settled
 from routing.scorer import Scorer
-from routing.state import BackendStates
+from routing.state import BackendStates, BackendView
 from routing.supervisor import Supervision
 from routing.tokens import TokenCounter
 
@@ -97,21 +97,51 @@ class Router:
         if ceiling and features.max_tokens:
             features = attrs.evolve(features, max_tokens=min(features.max_tokens, self.cfg.output_reserve_tokens))
         escalated, escalated_by = self._observe(body, features, "pinned" if pin else strategy, now)
-        classification = classification or self.classifier.classify(features)
-        needed = features.needed_tokens(self.cfg.output_reserve_tokens)
         reach = ((pin,) if pin in self.backends else ()) if pin is not None else self.reach.get(strategy)
-        views = self.states.views(needed, now, features.prompt_tokens, features.conversation_key, reach)
         sticky = self.states.sticky.get(features.conversation_key, now) if self.cfg.sticky else None
-        decision = decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
-                          escalated=escalated, pin=pin)
-        log.debug("route %s strategy=%s class=%s score=%.3f reasons=%s tokens=%d key=%s escalated=%s -> %s",
+
+        def decided(features: Features, classification: Classification, views: Mapping[str, BackendView],
+                    bound: bool = False) -> RouteDecision | NoRoute:
+            return decide(features, classification, views, self.cfg, strategy=strategy, sticky=sticky, now=now,
+                          escalated=escalated, pin=pin, bound=bound)
+
+        decision: RouteDecision | NoRoute | None = None
+        if not features.prompt.settled:
+            # A follow-up turn's new text is not counted yet: decide on its bounds if every rule
+            # that reads the prompt's size agrees at both, which makes it the decision the exact
+            # count would give (routing.policy.settled). Else, or if nothing can serve (the
+            # refusal names exact sizes), count now and decide on the count.
+            low, high = features.sized(features.prompt.low), features.sized(features.prompt.high)
+            reserve = self.cfg.output_reserve_tokens
+            low_class, low_views = self._facts(low, classification, reach, now)
+            high_class = classification or self.classifier.classify(high)
+            high_views = self.states.resized(low_views, high.needed_tokens(reserve), now, high.prompt_tokens,
+                                             features.conversation_key)
+            if low_class == high_class and settled(low_views, high_views, self.cfg, low.needed_tokens(reserve),
+                                                   high.needed_tokens(reserve)):
+                decision = decided(low, low_class, low_views, bound=True)
+                classification = low_class
+                if isinstance(decision, NoRoute):
+                    decision = None
+        if decision is None:
+            classification, views = self._facts(features, classification, reach, now)
+            decision = decided(features, classification, views)
+        assert classification is not None
+        log.debug("route %s strategy=%s class=%s score=%.3f reasons=%s tokens=%s key=%s escalated=%s -> %s",
                   "none" if isinstance(decision, NoRoute) else decision.primary, strategy,
-                  classification.label, classification.score, list(classification.reasons),
-                  features.prompt_tokens, features.conversation_key[:8], escalated, decision)
+                  classification.label, classification.score, classification.reasons,
+                  features.prompt, features.conversation_key[:8], escalated, decision)
         if isinstance(decision, NoRoute):
             retry_after = None if decision.retry_at is None else max(0.0, decision.retry_at - now)
             raise NoBackendAvailable(decision.explain(), retry_after=retry_after)
         return Route(features, classification, decision, strategy, decision.reason, escalated_by)
+
+    def _facts(self, features: Features, classification: Classification | None, reach: tuple[str, ...] | None,
+               now: float) -> tuple[Classification, dict[str, BackendView]]:
+        """What a decision reads for one prompt size: the classification and the backends' views."""
+        views = self.states.views(features.needed_tokens(self.cfg.output_reserve_tokens), now,
+                                  features.prompt_tokens, features.conversation_key, reach)
+        return classification or self.classifier.classify(features), views
 
     def _observe(self, body: Mapping[str, Any], features: Features, strategy: str,
                  now: float) -> tuple[bool, str | None]:

@@ -225,6 +225,13 @@ class BackendStates:
         return {name: self.view(name, needed_tokens, now, prompt_tokens, conversation)
                 for name in (self.configs if names is None else names)}
 
+    def resized(self, views: Mapping[str, BackendView], needed_tokens: int, now: float, prompt_tokens: int,
+                conversation: str = "") -> dict[str, BackendView]:
+        """``views`` for another prompt size: built again only where something reads the size (a
+        rate-limit reading, a measured prefill speed); the rest are the same views."""
+        return {name: self.view(name, needed_tokens, now, prompt_tokens, conversation)
+                if self.rate_limits[name] or self.speeds[name].prefill_tps else view for name, view in views.items()}
+
     def view(self, name: str, needed_tokens: int, now: float, prompt_tokens: int = 0,
              conversation: str = "") -> BackendView:
         # Written for the common case (no cooldown, no rate-limit reading, a closed circuit):

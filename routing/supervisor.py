@@ -54,6 +54,11 @@ class Supervision:
         router, route, splice = self.router, self.route, self.splice
         cfg, states, clock = router.cfg, router.states, router.clock
         started = clock()
+        if not route.features.prompt.settled:
+            # The new text the decision only bounded is counted on the loop's next turn, which
+            # comes once this request waits for its upstream (for its answer, or for a new
+            # connection to open): time the client waits anyway, not time to its first byte.
+            clock.call_later(0.0, route.features.prompt.exact)
         flow = Flow(route.decision, cfg, tiers=router.tiers, prefill=router.prefill, started=started,
                     rand=router.rand)
         step = flow.first()

@@ -155,6 +155,30 @@ async def test_count_tokens_agrees_with_the_gateways_own_counter(gateway, claude
     assert counted.input_tokens == extract_features(internal, token_counter).prompt_tokens > 0
 
 
+async def test_a_follow_up_turns_message_start_counts_its_new_text_exactly(gateway, claude, http, local_sim):
+    # A follow-up's new tool result is only bounded when routing decides (it is counted while
+    # the upstream works); the input count the stream opens with is still the exact one.
+    local_sim.script = Script(content="Read it.")
+    result = "\n".join(f"    def handler_{i}(self, request):  return self.route(request, {i})" for i in range(80))
+    first = [{"role": "user", "content": "Fix the typo in src/app.py"}]
+    turn = [*first, {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "src/app.py"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": result}]}]
+    starts = []
+    for messages in (first, turn):
+        async with http.post(gateway.make_url("/v1/messages"), headers={"anthropic-version": "2023-06-01"},
+                             json={"model": HAIKU, "max_tokens": 1024, "stream": True, "tools": [READ_TOOL],
+                                   "messages": messages}) as resp:
+            assert resp.status == 200, await resp.text()
+            events = sse_events(await resp.text())
+        check_order(events)
+        starts.append(events[0][1]["message"]["usage"]["input_tokens"])
+    # Counted afterwards: count_tokens shares the gateway's counter, and counting first would
+    # leave nothing new for the turn to defer.
+    counted = await claude.messages.count_tokens(model=HAIKU, tools=[READ_TOOL], messages=turn)
+    assert starts[1] == counted.input_tokens > starts[0] + len(result.split())
+
+
 async def test_a_prefill_is_continued_and_not_repeated(gateway, claude, local_sim):
     # Claude Code's topic check prefills "{"; llama.cpp echoes a prefill in its first delta.
     local_sim.script = Script(content='"isNewTopic": false}')

@@ -32,7 +32,7 @@ class AnthropicFront:
     api = "anthropic"
 
     def wire(self, route: Route, request_id: str) -> Wire:
-        return AnthropicWire(f"msg_{request_id}", self.model, route.features.prompt_tokens, self.prefill)
+        return AnthropicWire(f"msg_{request_id}", self.model, route.features.prompt.exact, self.prefill)
 
     def answer(self, data: dict[str, Any], tally: Outcome, request_id: str) -> dict[str, Any]:
         return message_of(data, f"msg_{request_id}", self.model, tally, self.prefill)

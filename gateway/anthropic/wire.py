@@ -17,7 +17,7 @@ opens a ``thinking`` block, ``content`` a ``text`` block, each tool call a ``too
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -66,7 +66,9 @@ class AnthropicWire:
     __slots__ = ("message_id", "model", "input_estimate", "index", "open", "tools", "stop", "echo")
     response_class = AnthropicResponse
 
-    def __init__(self, message_id: str, model: str, input_estimate: int, prefill: str = "") -> None:
+    def __init__(self, message_id: str, model: str, input_estimate: Callable[[], int], prefill: str = "") -> None:
+        """``input_estimate``: the gateway's count of the prompt, asked for when the stream opens
+        (routing may still be counting it while the upstream works: routing.tokens.PromptCount)."""
         self.message_id, self.model, self.input_estimate = message_id, model, input_estimate
         # The client's prefill, which the answer may repeat first (llama.cpp echoes it; a model
         # that ignores it starts its answer with it): the client gets the continuation only.
@@ -82,7 +84,7 @@ class AnthropicWire:
         return event("message_start", {"type": "message_start", "message": {
             "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
             "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": self.input_estimate, "cache_creation_input_tokens": 0,
+            "usage": {"input_tokens": self.input_estimate(), "cache_creation_input_tokens": 0,
                       "cache_read_input_tokens": 0, "output_tokens": 0}}})
 
     def waiting(self) -> bytes:

@@ -7,7 +7,10 @@ A decision is everything the gateway does between a parsed request body and the 
 features (task text, token count, conversation key), the scorer, escalation and the guard, and
 policy. "First turn" counts a conversation the gateway has never seen (every message tokenised);
 "follow-up" is the same conversation one Cline turn later (an assistant tool call and a ~4 kB
-tool result added), which is what every turn after the first costs. The scorer alone is timed
+tool result added), which is what every turn after the first costs. A follow-up decides on
+proven bounds of the new text's token count when no rule's outcome depends on where in them
+the count falls (routing.tokens.PromptCount); the count itself then runs while the upstream
+works, and is timed on its own. The scorer alone is timed
 on every task of the corpus's test split (terse to 250 words, pasted code and traces), each
 scored cold (a new task is never in the classifier's cache).
 """
@@ -67,8 +70,8 @@ class _Backend:
 
 
 def pool(size: int) -> dict[str, _Backend]:
-    """``size`` backends, half local servers and half a cloud chain; each measured, as after a
-    while in service, so the local tier is ordered by predicted time to first token."""
+    """``size`` backends, half local servers and half a cloud chain (:func:`measure` gives them
+    speeds)."""
     if size == 2:
         return {"local": _Backend(LOCAL_DEFAULT), "cloud": _Backend(CLOUD_DEFAULT)}
     half = size // 2
@@ -76,6 +79,19 @@ def pool(size: int) -> dict[str, _Backend]:
                 for i in range(half)}
     backends.update({f"cloud-{i}": _Backend(attrs.evolve(CLOUD_DEFAULT, order=i)) for i in range(size - half)})
     return backends
+
+
+def measure(router: Router) -> None:
+    """Speeds as after a while in service, so the local tier is ordered by predicted time to
+    first token and the clouds by their chain: servers of different prefill speeds, one busy."""
+    for i, (name, backend) in enumerate(router.backends.items()):
+        speed = router.states.speeds[name]
+        if backend.tier == "local":
+            speed.observe_timings({"prompt_per_second": 2_000.0 + 700 * i, "predicted_per_second": 45.0,
+                                   "prompt_n": 2_000, "cache_n": 30_000})
+            router.states.in_flight[name] = i % 2
+        else:
+            speed.observe_ttft(0.3 + 0.1 * i)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,13 +128,16 @@ def main() -> None:
     scorer_times(scorer, args.repeat)
     print(f"# routing decision time  ({platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, counter {sizing.method}, {args.repeat} runs each)")
+    print("# follow-up: the decision; 'on bounds': the share of follow-ups decided on the new text's "
+          "bounds; 'then counted': the count that follows the decision, while the upstream works")
     print(f"{'backends':>8} {'conversation':>14} {'messages':>9} {'first p50':>10} {'first p99':>10} "
-          f"{'follow-up p50':>14} {'follow-up p99':>14}")
+          f"{'follow-up p50':>14} {'follow-up p99':>14} {'on bounds':>10} {'then counted p50':>17}")
     for size, target in [(n, t) for n in (2, 8) for t in (1_000, 32_000, 128_000)]:
         base = conversation(target, rng, sizing)
-        first, later = [], []
+        first, later, counted, bounded = [], [], [], 0
         for _ in range(args.repeat):
             router = Router(pool(size), RoutingConfig(), TokenCounter.default(), scorer=scorer)
+            measure(router)
             # Every body is freshly parsed JSON, as a request's would be: no string object (and
             # no cached string hash) survives from one turn to the next.
             body = orjson.loads(orjson.dumps({"model": "glm-4.7", "messages": base}))
@@ -128,13 +147,17 @@ def main() -> None:
             follow_up(body["messages"], rng)
             body = orjson.loads(orjson.dumps(body))
             t = time.perf_counter()
-            router.route(body, "complexity")
+            route = router.route(body, "complexity")
             later.append(time.perf_counter() - t)
+            bounded += not route.features.prompt.settled
+            t = time.perf_counter()
+            route.features.prompt.exact()
+            counted.append(time.perf_counter() - t)
         tokens = sizing.count_messages(base)
         ms = [1000 * x for x in (statistics.median(first), percentile(first, 0.99),
-                                 statistics.median(later), percentile(later, 0.99))]
+                                 statistics.median(later), percentile(later, 0.99), statistics.median(counted))]
         print(f"{size:>8} {tokens:>8} tokens {len(base):>9} {ms[0]:>8.2f}ms {ms[1]:>8.2f}ms "
-              f"{ms[2]:>12.3f}ms {ms[3]:>12.3f}ms")
+              f"{ms[2]:>12.3f}ms {ms[3]:>12.3f}ms {bounded / args.repeat:>9.0%} {ms[4]:>15.3f}ms")
 
 
 if __name__ == "__main__":
