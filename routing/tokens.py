@@ -79,9 +79,13 @@ def load_tiktoken() -> Callable[[str], int] | None:
     return lambda text: len(encode(text))
 
 
+# Each byte as bytes.split() sees it: ASCII whitespace to a space, anything else to "x".
+_RUN_MARKS = bytes(0x20 if byte in b" \t\n\r\x0b\x0c" else 0x78 for byte in range(256))
+
+
 def cl100k_bounds(text: str) -> tuple[int, int]:
     """Bounds on cl100k_base's token count of ``text``, proven from the encoding's own rules and
-    about 15x cheaper than counting (~18 µs for a 4 kB tool result, against ~260 µs).
+    about 40x cheaper than counting (~7 µs for a 4 kB tool result, against ~260 µs).
 
     - At most its UTF-8 byte count: byte-level BPE never makes a token of less than one byte.
     - At least its number of runs of non-whitespace bytes: every piece cl100k's pre-tokenising
@@ -92,7 +96,11 @@ def cl100k_bounds(text: str) -> tuple[int, int]:
       runs and lowers the bound.
     """
     data = text.encode("utf-8", "surrogatepass")
-    return len(data.split()), len(data)
+    # The runs counted without making them: ``len(data.split())`` built a bytes object per word
+    # (~700 for a 4 kB tool result), 2.5x the time of mapping each byte to space or "x" in one
+    # C pass and counting where a run starts.
+    marks = data.translate(_RUN_MARKS)
+    return marks.count(b" x") + marks.startswith(b"x"), len(data)
 
 
 class PromptCount:
