@@ -40,6 +40,11 @@ class Detector:
         # More specific patterns first: a SEARCH mismatch arrives wrapped as a tool failure.
         ordered = sorted(cfg.patterns.items(), key=lambda kv: kv[0] != "search_mismatch")
         self.patterns = [(name, re.compile(r"\s*(?:" + pattern + ")")) for name, pattern in ordered]
+        # All of them as one alternation, tried once per lead instead of once per pattern: the
+        # first alternative that matches is the first pattern that would have. Only for patterns
+        # without groups of their own, whose numbers (and backreferences) the alternation shifts.
+        self._any = None if any(p.groups for _, p in self.patterns) else re.compile(
+            "|".join(f"(?P<{name}>{p.pattern})" for name, p in self.patterns))
         self.failing_tools = frozenset(cfg.failing_tools)
         self.alarms = frozenset(cfg.alarms)
 
@@ -86,6 +91,9 @@ class Detector:
 
     # --- matching --------------------------------------------------------------------------------
     def _match(self, lead: str) -> list[str]:
+        if self._any is not None:
+            found = self._any.match(lead)
+            return [found.lastgroup] if found is not None and found.lastgroup else []
         for name, pattern in self.patterns:
             if pattern.match(lead):
                 return [name]

@@ -74,8 +74,12 @@ class Features:
 
     def sized(self, tokens: int) -> Features:
         """These features with a prompt of exactly ``tokens``: each end of a deferred count's
-        bounds, for deciding on them."""
-        return attrs.evolve(self, prompt_tokens=tokens)
+        bounds, for deciding on them. Built directly: ``attrs.evolve`` introspects the class on
+        every call, a tenth of a follow-up turn's decision."""
+        return Features(task_text=self.task_text, task_tokens=self.task_tokens, prompt_tokens=tokens,
+                        code_blocks=self.code_blocks, has_tools=self.has_tools, has_images=self.has_images,
+                        max_tokens=self.max_tokens, depth=self.depth, conversation_key=self.conversation_key,
+                        compaction=self.compaction)
 
 
 class LastTurns:

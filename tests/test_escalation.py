@@ -94,6 +94,26 @@ def test_every_default_signal_is_covered():
     assert set(SIGNALS) | {"tool_error"} == set(EscalationConfig().patterns)
 
 
+def one_by_one(detector: Detector, lead: str) -> list[str]:
+    """What the detector's patterns say tried one at a time, in its order."""
+    return next(([name] for name, pattern in detector.patterns if pattern.match(lead)), [])
+
+
+@pytest.mark.parametrize("patterns", [None, {"quoted": r"(['\"]).*?\1 failed", "failed": r"Failed"}],
+                         ids=["defaults", "with a backreference"])
+def test_the_patterns_tried_at_once_pick_what_trying_each_in_turn_picks(patterns):
+    cfg = EscalationConfig() if patterns is None else EscalationConfig(patterns=patterns)
+    detector = Detector(cfg)
+    assert (detector._any is None) == (patterns is not None)  # groups of their own: tried in turn
+    leads = [body for _, body in SIGNALS.values()] + [
+        "<tool_use_error>File not found</tool_use_error>", "<tool_use_error>Exit code 1\nFAIL", "  \n" + NO_TOOL,
+        "The tool execution failed with the following error:\n<error>\nThe SEARCH block:", "'x' failed", "Failed",
+        "\"y' failed", "all good", "", "The SEARCH block", "[ERROR] Your previous response was truncated"]
+    found = [detector._match(lead) for lead in leads]
+    assert found == [one_by_one(detector, lead) for lead in leads]
+    assert sum(map(bool, found)) >= (len(SIGNALS) + 2 if patterns is None else 2)
+
+
 @pytest.mark.parametrize("shape", ["parts", "string"])
 @pytest.mark.parametrize("signal", sorted(SIGNALS))
 def test_each_default_signal_at_the_start_of_a_feedback_turn(signal, shape):
