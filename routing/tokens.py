@@ -118,7 +118,9 @@ class PromptCount:
     True
     """
 
-    __slots__ = ("low", "high", "_known", "_pending", "_counter", "_base")
+    # ``settled`` is a slot rather than a property: every request reads it and the exact count
+    # several times, and most counts are exact from the start.
+    __slots__ = ("low", "high", "settled", "_known", "_pending", "_counter", "_base")
 
     def __init__(self, known: int, pending: list[str] | tuple[()] = (), counter: TokenCounter | None = None,
                  base: PromptCount | None = None) -> None:
@@ -126,27 +128,34 @@ class PromptCount:
         plus a ``base`` count (a conversation's messages, when this one adds its tool schemas)."""
         if base is not None and base.settled:
             known, base = known + base.exact(), None
-        self._known, self._pending, self._counter, self._base = known, pending, counter, base
-        low = high = known
-        if pending:
-            assert counter is not None and counter.bounds is not None, "only a counter with bounds defers"
-            for text in pending:
-                lo, hi = counter.bounds(text)
+        self._known = self.low = self.high = known
+        self._pending, self._counter, self._base = pending, counter, base
+        self.settled = not pending and base is None  # the exact count is known without counting
+        if not self.settled:
+            self._bound()
+
+    def _bound(self) -> None:
+        low = high = self._known
+        if self._pending:
+            bounds = self._counter.bounds if self._counter is not None else None
+            assert bounds is not None, "only a counter with bounds defers"
+            for text in self._pending:
+                lo, hi = bounds(text)
                 low, high = low + lo, high + hi
-        if base is not None:
-            low, high = low + base.low, high + base.high
+        if self._base is not None:
+            low, high = low + self._base.low, high + self._base.high
         self.low, self.high = low, high
 
     @classmethod
     def of(cls, value: int | PromptCount) -> PromptCount:
         return value if isinstance(value, PromptCount) else cls(value)
 
-    @property
-    def settled(self) -> bool:
-        """Whether the exact count is known without counting anything (then ``low == high``)."""
-        return not self._pending and self._base is None
-
     def exact(self) -> int:
+        if not self.settled:
+            self._settle()
+        return self._known
+
+    def _settle(self) -> None:
         if self._pending:
             assert self._counter is not None
             self._known += sum(map(self._counter.count_cached, self._pending))
@@ -155,7 +164,7 @@ class PromptCount:
             self._known += self._base.exact()
             self._base = None
         self.low = self.high = self._known
-        return self._known
+        self.settled = True
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PromptCount) and self.exact() == other.exact()
