@@ -12,7 +12,7 @@ import pytest
 from backends import RateLimit
 from config.schema import CLOUD_DEFAULT, LOCAL_DEFAULT, RoutingConfig
 from routing import NoBackendAvailable, Router, TokenCounter
-from routing.features import conversation_key
+from routing.features import Features, conversation_key
 from routing.tokens import cl100k_bounds
 from tests.bench.routing import _Backend, prose
 
@@ -126,3 +126,14 @@ def test_a_decision_on_the_bounds_is_the_decision_on_the_exact_count():
     # window, a rate limit, the TTFT limit), so many are counted first; in the routing benchmark's
     # Cline-shaped turns every follow-up decides on the bounds.
     assert on_bounds >= 25 and exact >= 25, (on_bounds, exact)
+
+
+def test_features_at_one_end_of_the_bounds_differ_only_in_the_prompt():
+    # Features.sized lists the fields by hand (attrs.evolve was a tenth of the decision): a field
+    # it forgot would fall back to its default in every decision on bounds.
+    fields = {"task_text": "fix it", "task_tokens": 3, "prompt_tokens": 900, "code_blocks": 2, "has_tools": True,
+              "has_images": True, "max_tokens": 512, "depth": 4, "conversation_key": "abc", "compaction": True}
+    assert {a.alias for a in attrs.fields(Features)} == set(fields)  # every field set, none at its default
+    features = Features(**fields)
+    assert features.sized(1_234) == attrs.evolve(features, prompt_tokens=1_234)
+    assert features.sized(1_234).prompt_tokens == 1_234
